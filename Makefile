@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything installs into
+# project-local folders (.venv, .virtufin/bootstrap); nothing is installed system-wide.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' versions.env)
+BOOT := .virtufin/bootstrap
+UV := $(BOOT)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.virtufin-synced
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_LINK_MODE := copy
+
+.PHONY: setup run test lint bench ui proto native clean
+.DEFAULT_GOAL := run
+
+$(UV): versions.env
+	$(PYTHON) -m venv $(BOOT)
+	$(BOOT)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	touch $(UV)
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --python $(PYTHON) --quiet
+	touch $(STAMP)
+
+proto: $(STAMP)
+	$(PY) -m virtufin.proto.build
+
+native:
+	$(MAKE) -s -C native
+
+setup: $(STAMP) proto native
+
+run: setup
+	$(VENV)/bin/virtufin run $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check virtufin pipelines services workers tests bench
+	$(VENV)/bin/ruff check virtufin pipelines services workers tests bench
+	$(VENV)/bin/mypy virtufin
+
+bench: setup
+	$(PY) -m bench
+
+ui: setup
+	$(VENV)/bin/virtufin ui
+
+clean:
+	rm -rf $(VENV) .virtufin virtufin/proto/gen
+	$(MAKE) -s -C native clean

@@ -1,0 +1,357 @@
+"""The CloudEvents 1.0 envelope every Virtufin event travels in.
+
+Within one process an event is a frozen `Envelope` (no serialisation on the hot path); on the
+wire it is structured JSON (``application/cloudevents+json``). Virtufin's extensions use
+CloudEvents-legal names (lower-case alphanumerics): the published ``market.lane`` becomes
+``marketlane`` and so on (docs/spec/envelope.md has the table).
+
+Example:
+    >>> ev = Envelope.new(type="com.virtufin.trading.order.submitted",
+    ...                   source="urn:com.virtufin.workmanager", data={"qty": 1})
+    >>> decode(encode(ev)) == ev
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from virtufin.errors import EnvelopeError
+
+__all__ = [
+    "CONTENT_TYPE_STRUCTURED",
+    "EXTENSION_NAMES",
+    "MAX_ENVELOPE_BYTES",
+    "PUBLISHED_EXTENSION_NAMES",
+    "ClockType",
+    "Envelope",
+    "decode",
+    "encode",
+    "format_time",
+    "from_cloudevent",
+    "from_dict",
+    "from_http",
+    "parse_time",
+    "to_cloudevent",
+    "to_dict",
+    "to_http",
+]
+
+SPECVERSION: Final = "1.0"
+CONTENT_TYPE_STRUCTURED: Final = "application/cloudevents+json"
+MAX_ENVELOPE_BYTES: Final = 1024 * 1024
+"""Default size limit of one encoded event (1 MiB, NATS' default max payload)."""
+
+ClockType = Literal["wall", "historical"]
+
+_REQUIRED: Final = ("id", "source", "type", "specversion")
+_OPTIONAL_CONTEXT: Final = ("datacontenttype", "dataschema", "subject", "time")
+_NAME_RE: Final = re.compile(r"^[a-z0-9]{1,20}$")
+_ID_RE: Final = re.compile(r"^[A-Z0-9_]{1,32}$")
+_RFC3339_RE: Final = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+#: Virtufin's extensions as carried here, and the names the published material uses.
+PUBLISHED_EXTENSION_NAMES: Final[Mapping[str, str]] = {
+    "correlationid": "correlationid",
+    "scenarioid": "scenarioid",
+    "runid": "runid",
+    "clocktype": "clocktype",
+    "eventtime": "eventtime",
+    "walltime": "walltime",
+    "marketlane": "market.lane",
+    "marketselector": "market.selector",
+    "portfoliolane": "portfolio.lane",
+    "strategylane": "strategy.lane",
+    "traceparent": "traceparent",
+}
+EXTENSION_NAMES: Final = tuple(PUBLISHED_EXTENSION_NAMES)
+_TIME_EXTENSIONS: Final = ("eventtime", "walltime")
+_LANE_EXTENSIONS: Final = ("marketlane", "portfoliolane", "strategylane")
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``; microseconds only when present."""
+    if value.tzinfo is None:
+        raise EnvelopeError("time", "datetime must be timezone-aware")
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_time(text: str, *, field_name: str = "time") -> datetime:
+    """Parse an RFC 3339 timestamp (nanoseconds are truncated to microseconds)."""
+    if not isinstance(text, str) or not _RFC3339_RE.match(text):
+        raise EnvelopeError(field_name, f"{text!r} is not an RFC 3339 timestamp")
+    norm = text.replace("z", "Z").replace("t", "T")
+    if "." in norm:
+        head, _, rest = norm.partition(".")
+        digits = re.match(r"\d+", rest)
+        assert digits is not None
+        frac = digits.group(0)
+        norm = f"{head}.{frac[:6].ljust(6, '0')}{rest[len(frac) :]}"
+    try:
+        return datetime.fromisoformat(norm.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnvelopeError(field_name, f"{text!r} is not a valid date/time ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """One CloudEvent with Virtufin's extensions as typed fields.
+
+    `data` is the JSON payload (any JSON value) or `bytes` for binary payloads; treat it as
+    immutable once the envelope is created. Unknown extensions live in `extensions`.
+    """
+
+    id: str
+    source: str
+    type: str
+    data: Any = None
+    time: datetime | None = None
+    subject: str | None = None
+    datacontenttype: str | None = "application/json"
+    dataschema: str | None = None
+    correlationid: str | None = None
+    scenarioid: str | None = None
+    runid: str | None = None
+    clocktype: ClockType | None = None
+    eventtime: datetime | None = None
+    walltime: datetime | None = None
+    marketlane: str | None = None
+    marketselector: str | None = None
+    portfoliolane: str | None = None
+    strategylane: str | None = None
+    traceparent: str | None = None
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    specversion: str = SPECVERSION
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        type: str,
+        source: str,
+        data: Any = None,
+        time: datetime | None = None,
+        **attributes: Any,
+    ) -> Envelope:
+        """A fresh event: random UUID id, `time` defaulting to now (UTC)."""
+        return cls(
+            id=str(uuid.uuid4()),
+            type=type,
+            source=source,
+            data=data,
+            time=time if time is not None else datetime.now(UTC),
+            **attributes,
+        )
+
+    def with_changes(self, **changes: Any) -> Envelope:
+        """A copy with some attributes changed (envelopes themselves never change)."""
+        return replace(self, **changes)
+
+    def validate(self) -> Envelope:
+        """Check the attribute rules; return `self` so calls chain.
+
+        Raises:
+            EnvelopeError: naming the first attribute that is wrong.
+        """
+        for name in ("id", "source", "type"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise EnvelopeError(name, "is required and must be a non-empty string")
+        if self.specversion != SPECVERSION:
+            raise EnvelopeError("specversion", f"must be '1.0' (this is {self.specversion!r})")
+        if self.clocktype is not None and self.clocktype not in ("wall", "historical"):
+            raise EnvelopeError("clocktype", f"must be wall or historical ({self.clocktype!r})")
+        for name in _LANE_EXTENSIONS:
+            lane = getattr(self, name)
+            if lane is not None and lane not in ("act", "hyp"):
+                raise EnvelopeError(name, f"must be act or hyp ({lane!r})")
+        if self.marketlane == "act" and self.marketselector is not None:
+            raise EnvelopeError("marketselector", "act market lanes carry no selector")
+        if self.marketlane == "hyp" and self.marketselector is None:
+            raise EnvelopeError("marketselector", "hyp market lanes need a selector")
+        for name in ("scenarioid", "marketselector"):
+            value = getattr(self, name)
+            if value is not None and not _ID_RE.match(value):
+                raise EnvelopeError(name, f"{value!r} must match ^[A-Z0-9_]{{1,32}}$")
+        for name in self.extensions:
+            if not _NAME_RE.match(name):
+                raise EnvelopeError(name, "extension names are 1-20 lower-case letters/digits")
+            if name in EXTENSION_NAMES or name in _REQUIRED or name in _OPTIONAL_CONTEXT:
+                raise EnvelopeError(name, "is a typed attribute, not a free extension")
+        return self
+
+
+_TYPED_FIELDS: Final = frozenset(f.name for f in fields(Envelope)) - {"extensions", "data"}
+
+
+def to_dict(envelope: Envelope) -> dict[str, Any]:
+    """The structured-mode JSON object of `envelope` (binary data as ``data_base64``)."""
+    out: dict[str, Any] = {
+        "specversion": envelope.specversion,
+        "id": envelope.id,
+        "source": envelope.source,
+        "type": envelope.type,
+    }
+    if envelope.time is not None:
+        out["time"] = format_time(envelope.time)
+    for name in ("subject", "datacontenttype", "dataschema"):
+        value = getattr(envelope, name)
+        if value is not None:
+            out[name] = value
+    for name in EXTENSION_NAMES:
+        value = getattr(envelope, name)
+        if value is not None:
+            out[name] = format_time(value) if name in _TIME_EXTENSIONS else value
+    for name, value in envelope.extensions.items():
+        out[name] = value
+    data = envelope.data
+    if isinstance(data, bytes | bytearray | memoryview):
+        out["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+    elif data is not None:
+        out["data"] = data
+    return out
+
+
+def encode(envelope: Envelope, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> bytes:
+    """Structured JSON bytes of `envelope`.
+
+    Raises:
+        EnvelopeError: the encoded event is larger than `max_bytes`, or data is not JSON.
+    """
+    try:
+        body = json.dumps(to_dict(envelope), separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError("data", f"is not JSON-serialisable ({exc})") from None
+    raw = body.encode("utf-8")
+    if len(raw) > max_bytes:
+        raise EnvelopeError("", f"encoded size {len(raw)} B exceeds the limit of {max_bytes} B")
+    return raw
+
+
+def from_dict(obj: Mapping[str, Any]) -> Envelope:
+    """Build and validate an `Envelope` from a structured-mode JSON object.
+
+    Raises:
+        EnvelopeError: a required attribute is missing, a value has the wrong type or format.
+    """
+    if not isinstance(obj, Mapping):
+        raise EnvelopeError("", f"expected a JSON object ({type(obj).__name__} given)")
+    for name in _REQUIRED:
+        if name not in obj:
+            raise EnvelopeError(name, "required attribute is missing")
+    if obj["specversion"] != SPECVERSION:
+        raise EnvelopeError("specversion", f"must be '1.0' (this is {obj['specversion']!r})")
+    kwargs: dict[str, Any] = {}
+    extensions: dict[str, Any] = {}
+    for name, value in obj.items():
+        if name in ("data", "data_base64"):
+            continue
+        if name == "time" or name in _TIME_EXTENSIONS:
+            if value is not None:
+                kwargs[name] = parse_time(value, field_name=name)
+        elif name in _TYPED_FIELDS:
+            if value is not None and not isinstance(value, str):
+                raise EnvelopeError(name, f"must be a string ({type(value).__name__} given)")
+            kwargs[name] = value
+        else:
+            if not isinstance(value, str | int | bool) or value is None:
+                raise EnvelopeError(name, "extension values are strings, integers or booleans")
+            extensions[name] = value
+    if "data" in obj and "data_base64" in obj:
+        raise EnvelopeError("data", "data and data_base64 are mutually exclusive")
+    if "data_base64" in obj:
+        try:
+            kwargs["data"] = base64.b64decode(obj["data_base64"], validate=True)
+        except (ValueError, TypeError) as exc:
+            raise EnvelopeError("data_base64", f"is not valid base64 ({exc})") from None
+    elif "data" in obj:
+        kwargs["data"] = obj["data"]
+    if "datacontenttype" not in obj:
+        kwargs["datacontenttype"] = None
+    return Envelope(extensions=extensions, **kwargs).validate()
+
+
+def decode(raw: bytes | str, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
+    """Parse structured JSON bytes into a validated `Envelope`.
+
+    Raises:
+        EnvelopeError: oversized, not UTF-8, not JSON, or an invalid event.
+    """
+    size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise EnvelopeError("", f"event of {size} B exceeds the limit of {max_bytes} B")
+    try:
+        obj = json.loads(raw)
+    except UnicodeDecodeError:
+        raise EnvelopeError("", "is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise EnvelopeError("", f"is not JSON ({exc.msg} at position {exc.pos})") from None
+    return from_dict(obj)
+
+
+# --------------------------------------------------------------------------- cloudevents SDK
+
+
+def to_cloudevent(envelope: Envelope) -> Any:
+    """The `cloudevents.http.CloudEvent` of `envelope` (the SDK's own object)."""
+    from cloudevents.http import CloudEvent
+
+    attrs = to_dict(envelope)
+    attrs.pop("data", None)
+    attrs.pop("data_base64", None)
+    return CloudEvent(attrs, envelope.data)
+
+
+def from_cloudevent(event: Any) -> Envelope:
+    """An `Envelope` from a `cloudevents` SDK event (http or conversion API)."""
+    attrs: dict[str, Any] = dict(event.get_attributes())
+    for name in ("time", *_TIME_EXTENSIONS):
+        value = attrs.get(name)
+        if isinstance(value, datetime):
+            attrs[name] = format_time(value)
+    data = event.get_data()
+    if isinstance(data, bytes | bytearray):
+        attrs["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+    elif data is not None:
+        attrs["data"] = data
+    return from_dict(attrs)
+
+
+def to_http(
+    envelope: Envelope, *, mode: Literal["structured", "binary"] = "structured"
+) -> tuple[dict[str, str], bytes]:
+    """HTTP headers and body in CloudEvents structured or binary content mode."""
+    from cloudevents.conversion import to_binary, to_structured
+
+    converter = to_structured if mode == "structured" else to_binary
+    headers, body = converter(to_cloudevent(envelope))
+    return {str(k): str(v) for k, v in headers.items()}, body or b""
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> Envelope:
+    """Decode an HTTP request in either content mode (the SDK detects which).
+
+    Raises:
+        EnvelopeError: the SDK cannot read it or the result is not a valid envelope.
+    """
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import from_http as sdk_from_http
+
+    try:
+        event = sdk_from_http(dict(headers), body)
+    except GenericException as exc:
+        raise EnvelopeError("", f"not a CloudEvent over HTTP ({exc})") from None
+    return from_cloudevent(event)

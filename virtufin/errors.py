@@ -1,0 +1,146 @@
+"""Every error Virtufin raises on purpose.
+
+Hierarchy::
+
+    VirtufinError
+    ├── ConfigError                 a config file or override is unusable (file, field, reason)
+    ├── TopicError                  a topic string breaks the lane rules (topic)
+    ├── EnvelopeError               a CloudEvent cannot be decoded or validated (field)
+    ├── StateError                  the state store refused an operation (key)
+    │   └── ConcurrencyError        an etag did not match: somebody else wrote first
+    ├── ScenarioError               the scenario registry refused an operation (scenario_id)
+    │   ├── ScenarioNotFoundError   no such scenario
+    │   ├── ScenarioInactiveError   publishing to a scenario that is not active
+    │   └── ScenarioImmutableError  LIVE, or a deleted scenario, cannot change
+    ├── BusError                    the event bus could not publish or subscribe
+    │   └── PublishRejectedError    the broker refused a publish (permissions, validation)
+    └── WorkerError                 a worker failed to load, start or process (worker_id)
+        └── WorkerLoadError         a worker's code, manifest or library is unusable
+
+Every error carries the object it is about, so that callers can report it without parsing text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusError",
+    "ConcurrencyError",
+    "ConfigError",
+    "EnvelopeError",
+    "PublishRejectedError",
+    "ScenarioError",
+    "ScenarioImmutableError",
+    "ScenarioInactiveError",
+    "ScenarioNotFoundError",
+    "StateError",
+    "TopicError",
+    "VirtufinError",
+    "WorkerError",
+    "WorkerLoadError",
+]
+
+
+class VirtufinError(Exception):
+    """Base class of every error Virtufin raises on purpose."""
+
+
+class ConfigError(VirtufinError):
+    """A configuration file, variable or flag is unusable."""
+
+    def __init__(self, file: str, field: str, reason: str) -> None:
+        self.file = file
+        self.field = field
+        self.reason = reason
+        where = f"{file}: {field}" if field else file
+        super().__init__(f"{where}: {reason}")
+
+
+class TopicError(VirtufinError):
+    """A topic string breaks the lane rules."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"invalid topic {topic!r}: {reason}")
+
+
+class EnvelopeError(VirtufinError):
+    """A CloudEvent cannot be decoded or fails validation."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(
+            f"invalid envelope: {field}: {reason}" if field else f"invalid envelope: {reason}"
+        )
+
+
+class StateError(VirtufinError):
+    """The state store refused an operation."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"state key {key!r}: {reason}")
+
+
+class ConcurrencyError(StateError):
+    """An etag did not match the stored one: another writer won."""
+
+    def __init__(self, key: str, expected_etag: str | None) -> None:
+        self.expected_etag = expected_etag
+        super().__init__(key, f"etag {expected_etag!r} does not match the stored value")
+
+
+class ScenarioError(VirtufinError):
+    """The scenario registry refused an operation."""
+
+    def __init__(self, scenario_id: str, reason: str) -> None:
+        self.scenario_id = scenario_id
+        self.reason = reason
+        super().__init__(f"scenario {scenario_id!r}: {reason}")
+
+
+class ScenarioNotFoundError(ScenarioError):
+    """No scenario with that id is registered."""
+
+    def __init__(self, scenario_id: str) -> None:
+        super().__init__(scenario_id, "is not registered")
+
+
+class ScenarioInactiveError(ScenarioError):
+    """Events may be published to `sc.<id>.*` only while the scenario is active."""
+
+    def __init__(self, scenario_id: str, status: str) -> None:
+        self.status = status
+        super().__init__(scenario_id, f"is {status}; publishing needs status active")
+
+
+class ScenarioImmutableError(ScenarioError):
+    """LIVE is seeded once and never changes; a deleted scenario stays deleted."""
+
+
+class BusError(VirtufinError):
+    """The event bus could not publish or subscribe."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"bus error on {topic!r}: {reason}")
+
+
+class PublishRejectedError(BusError):
+    """The broker or the publisher's own validation refused a publish."""
+
+
+class WorkerError(VirtufinError):
+    """A worker failed to load, start or process an event."""
+
+    def __init__(self, worker_id: str, reason: str) -> None:
+        self.worker_id = worker_id
+        self.reason = reason
+        super().__init__(f"worker {worker_id!r}: {reason}")
+
+
+class WorkerLoadError(WorkerError):
+    """A worker's code, manifest, parameters or native library is unusable."""
