@@ -147,7 +147,7 @@ def parse(topic: str) -> Topic:
     if head == "hyp":
         if len(tokens) < 2 or tokens[1] == "exchange":
             raise TopicError(topic, "hyp topics MUST carry a selector")
-        validate_id_in(topic, tokens[1], "selector")
+        _validate_id_in(topic, tokens[1], "selector")
         if len(tokens) < 3 or tokens[2] != "exchange":
             raise TopicError(topic, "hyp topics continue with '<selector>.exchange'")
         _check_tail(topic, tokens[3:], names="<venue>.<entity>.<event>")
@@ -155,7 +155,7 @@ def parse(topic: str) -> Topic:
     if head == "sc":
         if len(tokens) < 2:
             raise TopicError(topic, "sc topics carry a scenario id")
-        validate_id_in(topic, tokens[1], "scenario id")
+        _validate_id_in(topic, tokens[1], "scenario id")
         _check_tail(topic, tokens[2:], names="<domain>.<entity>.<event>")
         return Topic(Family.SCENARIO, tuple(tokens[2:]), scenario_id=tokens[1])
     if not _SERVICE_RE.match(head):
@@ -166,7 +166,7 @@ def parse(topic: str) -> Topic:
     return Topic(Family.INFRA, tuple(tokens[1:]), service=head)
 
 
-def validate_id_in(topic: str, value: str, what: str) -> None:
+def _validate_id_in(topic: str, value: str, what: str) -> None:
     if not is_valid_id(value):
         raise TopicError(topic, f"{what} {value!r} must match ^[A-Z0-9_]{{1,32}}$")
 

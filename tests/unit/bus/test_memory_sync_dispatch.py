@@ -1,0 +1,96 @@
+"""The in-process bus's synchronous dispatch, which backtests rely on for determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from virtufin import topics
+from virtufin.bus import Delivery, LaneValidator, MemoryBus
+from virtufin.envelope import Envelope
+from virtufin.errors import PublishRejectedError
+from virtufin.scenarios import Scenario, ScenarioRegistry, ScenarioStatus
+from virtufin.state import MemoryStateStore
+
+BAR = "hyp.EQ.exchange.sim.ohlcv.candle.1d.AAA"
+
+
+def _event(n: int) -> Envelope:
+    return Envelope.new(type="t", source="s", data=n)
+
+
+def test_events_published_inside_handlers_are_delivered_breadth_first() -> None:
+    bus = MemoryBus()
+    seen: list[str] = []
+
+    def on_bar(event: Envelope, _: Delivery) -> None:
+        seen.append(f"bar{event.data}")
+        bus.publish_sync(topics.order_event("LIVE", "submitted"), _event(event.data * 10))
+
+    def on_order(event: Envelope, _: Delivery) -> None:
+        seen.append(f"order{event.data}")
+
+    bus.subscribe_sync(BAR, on_bar)
+    bus.subscribe_sync("sc.*.trading.order.>", on_order)
+    bus.publish_sync(BAR, _event(1))
+    bus.publish_sync(BAR, _event(2))
+    assert seen == ["bar1", "order10", "bar2", "order20"]
+
+
+def test_groups_compete_and_plain_subscribers_fan_out() -> None:
+    bus = MemoryBus()
+    got: dict[str, list[int]] = {"a": [], "b": [], "fan": []}
+    bus.subscribe_sync(BAR, lambda e, d: got["a"].append(e.data), group="g")
+    bus.subscribe_sync(BAR, lambda e, d: got["b"].append(e.data), group="g")
+    bus.subscribe_sync(BAR, lambda e, d: got["fan"].append(e.data))
+    for n in range(6):
+        bus.publish_sync(BAR, _event(n))
+    assert sorted(got["a"] + got["b"]) == list(range(6))
+    assert got["a"] and got["b"]
+    assert got["fan"] == list(range(6))
+
+
+def test_duplicates_by_source_and_id_are_delivered_once() -> None:
+    bus = MemoryBus()
+    got: list[int] = []
+    bus.subscribe_sync(BAR, lambda e, d: got.append(e.data))
+    event = _event(1)
+    bus.publish_sync(BAR, event)
+    bus.publish_sync(BAR, event)
+    bus.publish_sync(BAR, event.with_changes(source="other"))
+    assert got == [1, 1]
+
+
+def test_failing_handler_is_retried_then_dead_lettered_with_the_reason() -> None:
+    bus = MemoryBus()
+    attempts: list[int] = []
+    dead: list[Envelope] = []
+
+    def flaky(event: Envelope, delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise RuntimeError("strategy blew up")
+
+    bus.subscribe_sync(BAR, flaky, max_deliveries=3)
+    bus.subscribe_sync(topics.DEAD_LETTER, lambda e, d: dead.append(e))
+    bus.publish_sync(BAR, _event(7))
+    assert attempts == [1, 2, 3]
+    assert len(dead) == 1
+    assert dead[0].data == 7
+    assert dead[0].extensions["dlreason"] == "RuntimeError: strategy blew up"
+    assert dead[0].extensions["dltopic"] == BAR
+
+
+async def test_publishing_needs_an_active_registered_scenario() -> None:
+    registry = ScenarioRegistry(MemoryStateStore())
+    bus = MemoryBus(validator=LaneValidator(registry))
+    topic = topics.order_event("S1", "submitted")
+    with pytest.raises(PublishRejectedError, match="not registered"):
+        bus.publish_sync(topic, _event(1))
+    await registry.register(Scenario.backtest("S1", selector="EQ"))
+    bus.publish_sync(topic, _event(2))
+    await registry.set_status("S1", ScenarioStatus.PAUSED)
+    with pytest.raises(PublishRejectedError, match="is paused"):
+        bus.publish_sync(topic, _event(3))
+    with pytest.raises(PublishRejectedError, match="does not match the topic"):
+        bus.publish_sync(topics.order_event("LIVE", "submitted"), _event(4).with_changes(scenarioid="S1"))
+    with pytest.raises(PublishRejectedError, match="MUST NOT carry a selector"):
+        bus.publish_sync("act.EQ.exchange.x.trade.tape", _event(5))
