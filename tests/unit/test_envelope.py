@@ -24,18 +24,25 @@ from virtufin.envelope import (
 from virtufin.errors import EnvelopeError
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 times = st.datetimes(
-    min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    min_value=datetime(1970, 1, 2),  # noqa: DTZ001 - hypothesis takes naive bounds with timezones=
+    max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
 )
 ids = st.from_regex(r"\A[A-Z0-9_]{1,32}\Z")
-text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
-               max_size=30)
+text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30
+)
 
 
 @st.composite
@@ -49,7 +56,9 @@ def envelopes(draw: st.DrawFn) -> Envelope:
         data=data,
         time=draw(st.none() | times),
         subject=draw(st.none() | text),
-        datacontenttype="application/octet-stream" if isinstance(data, bytes) else "application/json",
+        datacontenttype="application/octet-stream"
+        if isinstance(data, bytes)
+        else "application/json",
         correlationid=draw(st.none() | st.uuids().map(str)),
         scenarioid=draw(st.none() | ids),
         runid=draw(st.none() | st.uuids().map(str)),
@@ -106,7 +115,7 @@ def test_the_sdks_json_is_read_by_ours() -> None:
         },
         {"qty_filled": 1.5},
     )
-    headers, body = to_structured(sdk_event)
+    _, body = to_structured(sdk_event)
     ours = decode(body)
     assert ours.id == sdk_event["id"]
     assert ours.data == {"qty_filled": 1.5}
@@ -155,8 +164,12 @@ BAD_ENVELOPES = [
     (_base(nested={"a": 1}), "extension values are strings, integers or booleans"),
     (_base(data=1, data_base64="AA=="), "data and data_base64 are mutually exclusive"),
     (_base(data_base64="!!!"), "data_base64: is not valid base64"),
-    (b'{"specversion":"1.0","id":"1","source":"s","type":"t","data":"' + b"x" * 2_000_000 + b'"}',
-     "exceeds the limit of 1048576 B"),
+    (
+        b'{"specversion":"1.0","id":"1","source":"s","type":"t","data":"'
+        + b"x" * 2_000_000
+        + b'"}',
+        "exceeds the limit of 1048576 B",
+    ),
 ]
 
 

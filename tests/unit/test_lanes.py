@@ -111,7 +111,7 @@ def test_conversions_refuse_the_wrong_family() -> None:
     act = parse("act.exchange.binance.trade.tape")
     with pytest.raises(TopicError, match="only hyp topics"):
         to_live(act)
-    with pytest.raises(TopicError, match="only sc.LIVE topics"):
+    with pytest.raises(TopicError, match=r"only sc\.LIVE topics"):
         to_scenario(parse("sc.S1.trading.order.filled"), "S2")
     with pytest.raises(TopicError, match="selector must match"):
         to_backtest(act, "bad-selector")
@@ -145,6 +145,8 @@ def test_registry_builders_produce_parseable_topics() -> None:
     assert topics.bar("binance", "BTCUSDT") == "act.exchange.binance.ohlcv.candle.1d.BTCUSDT"
     assert parse(topics.bar("x", "Y", selector="SEL")).selector == "SEL"
     assert topics.order_event("LIVE", "filled", "o-1") == "sc.LIVE.trading.order.filled.o-1"
-    assert topics.position_event("S1", "portfolio", "snapshot") == "sc.S1.position.portfolio.snapshot"
+    assert (
+        topics.position_event("S1", "portfolio", "snapshot") == "sc.S1.position.portfolio.snapshot"
+    )
     with pytest.raises(TopicError):
         topics.order_event("not-an-id", "filled")

@@ -73,13 +73,23 @@ def test_scenario_ids_follow_the_id_rule(bad: str) -> None:
 def test_lane_triplets_follow_the_selector_rule() -> None:
     with pytest.raises(ValueError, match="hyp market lanes MUST carry a selector"):
         Scenario.model_validate(
-            {"id": "S", "scenarioName": "s", "market": {"lane": "hyp"},
-             "portfolio": {"lane": "hyp"}, "strategy": {"lane": "hyp"}}
+            {
+                "id": "S",
+                "scenarioName": "s",
+                "market": {"lane": "hyp"},
+                "portfolio": {"lane": "hyp"},
+                "strategy": {"lane": "hyp"},
+            }
         )
     with pytest.raises(ValueError, match="act market lanes MUST NOT carry a selector"):
         Scenario.model_validate(
-            {"id": "S", "scenarioName": "s", "market": {"lane": "act", "selector": "EQ"},
-             "portfolio": {"lane": "hyp"}, "strategy": {"lane": "hyp"}}
+            {
+                "id": "S",
+                "scenarioName": "s",
+                "market": {"lane": "act", "selector": "EQ"},
+                "portfolio": {"lane": "hyp"},
+                "strategy": {"lane": "hyp"},
+            }
         )
 
 

@@ -45,7 +45,8 @@ def test_groups_compete_and_plain_subscribers_fan_out() -> None:
     for n in range(6):
         bus.publish_sync(BAR, _event(n))
     assert sorted(got["a"] + got["b"]) == list(range(6))
-    assert got["a"] and got["b"]
+    assert got["a"]
+    assert got["b"]
     assert got["fan"] == list(range(6))
 
 
@@ -91,6 +92,8 @@ async def test_publishing_needs_an_active_registered_scenario() -> None:
     with pytest.raises(PublishRejectedError, match="is paused"):
         bus.publish_sync(topic, _event(3))
     with pytest.raises(PublishRejectedError, match="does not match the topic"):
-        bus.publish_sync(topics.order_event("LIVE", "submitted"), _event(4).with_changes(scenarioid="S1"))
+        bus.publish_sync(
+            topics.order_event("LIVE", "submitted"), _event(4).with_changes(scenarioid="S1")
+        )
     with pytest.raises(PublishRejectedError, match="MUST NOT carry a selector"):
         bus.publish_sync("act.EQ.exchange.x.trade.tape", _event(5))
