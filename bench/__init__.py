@@ -1,0 +1,1 @@
+"""The benchmark suite: each module measures figures beside a same-run baseline."""
