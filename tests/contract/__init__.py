@@ -1,0 +1,1 @@
+"""Contract suites: one behaviour, checked on every adapter of a port."""
