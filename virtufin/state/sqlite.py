@@ -15,17 +15,16 @@ the last commits but never corrupts the file.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from virtufin.errors import ConcurrencyError, StateError
+from virtufin.state._codec import EtagSource, dumps
 from virtufin.state.port import StateItem, StateOp, StateStore
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteStateStore"]
@@ -45,16 +44,6 @@ _INSERT_NEW: Final = (
     "INSERT INTO virtufin_state (key, value, etag) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
 _T = TypeVar("_T")
-
-
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: faster
-
-
-def _dumps(key: str, value: Any) -> str:
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise StateError(key, f"value is not JSON ({exc})") from None
 
 
 def _prefix_upper(prefix: str) -> str | None:
@@ -93,17 +82,11 @@ class SqliteStateStore(StateStore):
         self._busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self._etag_prefix = uuid.uuid4().hex[:16]
-        self._etag_seq = itertools.count(1)
+        self._new_etag = EtagSource()
 
     @property
     def path(self) -> str:
         return self._path
-
-    def _new_etag(self) -> str:
-        # A random prefix per instance plus a counter: unique across processes and restarts,
-        # and ten times cheaper than a uuid4 per write.
-        return f"{self._etag_prefix}.{next(self._etag_seq)}"
 
     # ---------------------------------------------------------------- plumbing
 
@@ -180,7 +163,7 @@ class SqliteStateStore(StateStore):
     ) -> str:
         if first_write and etag is not None:  # absent → the etag is stale; present → not first
             raise ConcurrencyError(key, etag)
-        text = _dumps(key, value)
+        text = dumps(key, value)
         new_etag = self._new_etag()
 
         def op(conn: sqlite3.Connection) -> int:
@@ -225,8 +208,7 @@ class SqliteStateStore(StateStore):
     async def transact(self, ops: Sequence[StateOp]) -> None:
         """Check every etag against the state before the transaction, then apply in order."""
         planned = [
-            (op, _dumps(op.key, op.value) if op.op == "save" else "", self._new_etag())
-            for op in ops
+            (op, dumps(op.key, op.value) if op.op == "save" else "", self._new_etag()) for op in ops
         ]
 
         def run(conn: sqlite3.Connection) -> None:
