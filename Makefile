@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: setup run test lint bench ui proto native clean
+.PHONY: setup run test lint bench ui proto native nix-tools clean
 .DEFAULT_GOAL := run
 
 $(UV): versions.env
@@ -35,7 +35,13 @@ setup: $(STAMP) proto native
 run: setup
 	$(VENV)/bin/virtufin run $(ARGS)
 
-test: setup
+# The flake's evaluation tests need a `nix` binary (Debian's nix-bin; nixpkgs is never fetched).
+nix-tools:
+	@command -v nix >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq nix-bin; }; } || \
+	  echo "make: nix is missing; the flake tests will say how to install it" >&2
+
+test: setup nix-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
