@@ -90,11 +90,29 @@ async def redis_store(request: pytest.FixtureRequest) -> AsyncIterator[StateStor
         await drop_redis_namespace(url, namespace)
 
 
+@asynccontextmanager
+async def dapr_store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    from standins.dapr_sidecar_standin import DaprSidecarStandIn  # no daprd here: DESIGN §5
+
+    from virtufin.state.dapr import DaprStateStore
+
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    async with DaprSidecarStandIn() as sidecar:
+        for name, value in sidecar.environ().items():  # the SDK's health check goes there
+            monkeypatch.setenv(name, value)
+        store = DaprStateStore(store_name="statestore", dapr_address=sidecar.address)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
 STATE_FACTORIES: dict[str, StateFactory] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
     "postgres": postgres_store,
     "redis": redis_store,
+    "dapr": dapr_store,
 }
 
 #: Server markers of the adapters that need one (pyproject's markers); others need none.
