@@ -15,7 +15,9 @@ Hierarchy::
     ├── BusError                    the event bus could not publish or subscribe
     │   └── PublishRejectedError    the broker refused a publish (permissions, validation)
     └── WorkerError                 a worker failed to load, start or process (worker_id)
-        └── WorkerLoadError         a worker's code, manifest or library is unusable
+        ├── WorkerLoadError         a worker's code, manifest or library is unusable
+        │   └── WorkerParamsError   its parameters break the manifest's schema (problems)
+        └── WorkerEventError        one event failed in the worker; the host dead-letters it
 
 Every error carries the object it is about, so that callers can report it without parsing text.
 """
@@ -36,7 +38,9 @@ __all__ = [
     "TopicError",
     "VirtufinError",
     "WorkerError",
+    "WorkerEventError",
     "WorkerLoadError",
+    "WorkerParamsError",
 ]
 
 
@@ -144,3 +148,20 @@ class WorkerError(VirtufinError):
 
 class WorkerLoadError(WorkerError):
     """A worker's code, manifest, parameters or native library is unusable."""
+
+
+class WorkerParamsError(WorkerLoadError):
+    """A worker's parameters break its schema or a cross-field rule; `problems` lists each."""
+
+    def __init__(self, worker_id: str, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(worker_id, "invalid parameters: " + "; ".join(self.problems))
+
+
+class WorkerEventError(WorkerError):
+    """One event failed in the worker (raised, garbage, timeout, crash) after `attempts` tries."""
+
+    def __init__(self, worker_id: str, reason: str, *, event: object, attempts: int = 1) -> None:
+        self.event = event
+        self.attempts = attempts
+        super().__init__(worker_id, reason)

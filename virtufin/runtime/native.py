@@ -1,0 +1,118 @@
+"""Native engines (``application/x-native-dll``): in process through cffi, or in a child.
+
+In process (`NativeEngine`) is the fast path: the event's JSON goes straight into ``Process``
+and a crash takes the host down with it. Safe mode (`NativeSafeEngine`, manifest
+``"isolation": "process"``) loads the same library in a child speaking the out-of-process
+frames, so a segfault only kills the child, which is restarted like a crashed Python child.
+
+Both call ``Configure`` once before the first event with
+``{"worker_id": …, "params": {…}, "env": {…}}`` when the library exports it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import virtufin
+from virtufin.envelope import Envelope
+from virtufin.errors import WorkerEventError, WorkerLoadError
+from virtufin.runtime.constants import MIME_NATIVE
+from virtufin.runtime.engine import Engine
+from virtufin.runtime.native_lib import NativeCallError, NativeLibrary
+from virtufin.runtime.process import ProcessEngine
+from virtufin.runtime.routing import Binding
+from virtufin.runtime.wire import dumps, event_json
+from workers.kit.clock import Clock
+from workers.kit.context import Emission
+from workers.kit.script import emissions_from_output
+
+__all__ = ["PROJECT_ROOT", "NativeEngine", "NativeSafeEngine", "native_config"]
+
+PROJECT_ROOT: Final = Path(virtufin.__file__).resolve().parent.parent
+"""The folder holding the ``virtufin`` package (put on the safe-mode child's path)."""
+
+
+def native_config(worker_id: str, params: Mapping[str, Any], env: Mapping[str, str]) -> bytes:
+    """The JSON handed to ``Configure``."""
+    return dumps({"worker_id": worker_id, "params": dict(params), "env": dict(env)})
+
+
+class _HostLibrary(NativeLibrary):
+    """A `NativeLibrary` whose ``gateway_call`` goes to the binding's gateway."""
+
+    def __init__(self, path: str, *, worker_id: str, binding: Binding) -> None:
+        self.binding = binding
+        super().__init__(path, worker_id=worker_id)
+
+    def gateway_call(self, service: str, method: str, request: bytes) -> bytes:
+        if self.binding.gateway is None:
+            raise NotImplementedError("NativeLibrary.gateway_call")
+        return self.binding.gateway(service, method, request)
+
+
+def _output_emissions(worker_id: str, raw: bytes | None, event: Envelope) -> list[Emission]:
+    if raw is None:
+        return []
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise WorkerEventError(
+            worker_id, f"Process output is not JSON ({exc})", event=event
+        ) from None
+    try:
+        return emissions_from_output(parsed)
+    except ValueError as exc:
+        raise WorkerEventError(worker_id, f"worker returned garbage: {exc}", event=event) from None
+
+
+class NativeEngine(Engine):
+    """A native worker library loaded in this process."""
+
+    mime_type = MIME_NATIVE
+    isolation = "in_process"
+
+    def _load(self) -> None:
+        lib = _HostLibrary(
+            self.manifest.entry_point, worker_id=self.worker_id, binding=self.binding
+        )
+        try:
+            lib.configure(native_config(self.worker_id, self.params, self.binding.env))
+        except BaseException:
+            lib.close()
+            raise
+        self.lib = lib
+        self._call = lib.process
+
+    def _run(self, event: Envelope, clock: Clock) -> Sequence[Emission]:
+        try:
+            raw = self._call(event_json(event))
+        except NativeCallError as exc:
+            raise WorkerEventError(self.worker_id, exc.reason, event=event) from None
+        if raw is None:
+            return ()
+        return _output_emissions(self.worker_id, raw, event)
+
+    def _stop(self) -> None:
+        lib = getattr(self, "lib", None)
+        if lib is not None:
+            lib.close()
+
+
+class NativeSafeEngine(ProcessEngine):
+    """A native worker library in a child process (safe mode)."""
+
+    mime_type = MIME_NATIVE
+
+    def _precheck(self) -> None:
+        if not Path(self.manifest.entry_point).is_file():
+            raise WorkerLoadError(self.worker_id, f"{self.manifest.entry_point}: no such library")
+
+    def _child_args(self) -> list[str]:
+        return ["--native", self.manifest.entry_point, "--root", str(PROJECT_ROOT)]
+
+    def _child_env(self) -> dict[str, str]:
+        config = native_config(self.worker_id, self.params, self.binding.env)
+        return {"VIRTUFIN_NATIVE_CONFIG": config.decode("utf-8")}

@@ -1,0 +1,261 @@
+"""The cffi binding of Virtufin's native worker ABI (version 1): one `NativeLibrary` per loaded
+worker instance.
+
+Imports only cffi, the standard library and `virtufin.errors`, because the safe-mode child
+(`virtufin/runtime/child.py`) loads it too. The C side is ``native/include/virtufin_worker.h``;
+docs/spec/native-abi.md is the contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Final
+
+from virtufin.errors import WorkerLoadError
+
+__all__ = ["ABI_VERSION", "CDEF", "NativeCallError", "NativeLibrary", "ffi"]
+
+ABI_VERSION: Final = 1
+CDEF: Final = """
+typedef struct VirtufinHost {
+    void* engine_ptr;
+    int32_t abi_version;
+    void (*log)(void* engine_ptr, int32_t level, const char* message);
+    int32_t (*gateway_call)(void* engine_ptr, const char* service, const char* method,
+                            const uint8_t* request, int32_t request_len,
+                            uint8_t** response, int32_t* response_len);
+    void (*free_response)(uint8_t* response);
+} VirtufinHost;
+int32_t VirtufinAbiVersion(void);
+int32_t Process(const VirtufinHost* host, const char* in, int32_t in_len,
+                char** out, int32_t* out_len);
+void FreeResult(char* out);
+int32_t Configure(const VirtufinHost* host, const char* json, int32_t json_len);
+void Destroy(const VirtufinHost* host);
+"""
+_LEVELS: Final = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_log = logging.getLogger(__name__)
+
+
+def _make_ffi() -> Any:
+    import cffi
+
+    made = cffi.FFI()
+    made.cdef(CDEF)
+    return made
+
+
+ffi: Any = _make_ffi()
+_instances: dict[int, NativeLibrary] = {}
+_responses: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+class NativeCallError(Exception):
+    """`Process` returned non-zero or an unusable output."""
+
+    def __init__(self, rc: int, reason: str) -> None:
+        self.rc = rc
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _instance(engine_ptr: Any) -> NativeLibrary | None:
+    return _instances.get(int(ffi.cast("uintptr_t", engine_ptr)))
+
+
+@ffi.callback("void(void*, int32_t, const char*)")  # type: ignore[untyped-decorator]
+def _log_callback(engine_ptr: Any, level: int, message: Any) -> None:
+    text = ffi.string(message).decode("utf-8", "replace") if message != ffi.NULL else ""
+    lib = _instance(engine_ptr)
+    if lib is not None:
+        lib.log(int(level), text)
+
+
+@ffi.callback(  # type: ignore[untyped-decorator]
+    "int32_t(void*, const char*, const char*, const uint8_t*, int32_t, uint8_t**, int32_t*)",
+    onerror=lambda *_: -1,
+)
+def _gateway_callback(
+    engine_ptr: Any,
+    service: Any,
+    method: Any,
+    request: Any,
+    request_len: int,
+    response: Any,
+    response_len: Any,
+) -> int:
+    lib = _instance(engine_ptr)
+    if lib is None:
+        return -1
+    payload = ffi.unpack(ffi.cast("char*", request), request_len) if request != ffi.NULL else b""
+    try:
+        answer = lib.gateway_call(
+            ffi.string(service).decode("utf-8"), ffi.string(method).decode("utf-8"), payload
+        )
+    except NotImplementedError:
+        return -1
+    buf = ffi.new("uint8_t[]", max(len(answer), 1))
+    ffi.memmove(buf, answer, len(answer))
+    with _lock:
+        _responses[int(ffi.cast("uintptr_t", buf))] = buf
+    response[0] = buf
+    response_len[0] = len(answer)
+    return 0
+
+
+@ffi.callback("void(uint8_t*)")  # type: ignore[untyped-decorator]
+def _free_response_callback(response: Any) -> None:
+    with _lock:
+        _responses.pop(int(ffi.cast("uintptr_t", response)), None)
+
+
+class NativeLibrary:
+    """One loaded native worker instance: checks the ABI, then calls into the library.
+
+    Symbols the library exports:
+
+    | symbol             | required | notes                                                |
+    |--------------------|----------|------------------------------------------------------|
+    | VirtufinAbiVersion | yes      | must return 1; checked before any other call         |
+    | Process            | yes      | JSON CloudEvent in; nothing, an object or an array out |
+    | FreeResult         | yes      | called exactly once per non-null output              |
+    | Configure          | no       | this project's extension: parameters, once, first    |
+    | Destroy            | no       | this project's extension: free per-instance state    |
+
+    Host hooks (override in a subclass):
+
+    | method        | required | notes                                                   |
+    |---------------|----------|---------------------------------------------------------|
+    | log           | no       | default: Python logging; remembers the last error line  |
+    | gateway_call  | no       | default raises NotImplementedError: the library gets -1 |
+
+    Raises:
+        WorkerLoadError: missing file, ``dlopen`` failure, missing required symbol or a
+            different ABI version.
+    """
+
+    def __init__(self, path: str | Path, *, worker_id: str = "") -> None:
+        self.path = Path(path)
+        self.worker_id = worker_id
+        self.last_error: str | None = None
+        if not self.path.is_file():
+            raise WorkerLoadError(worker_id, f"{self.path}: no such library")
+        try:
+            self._lib = ffi.dlopen(str(self.path))
+        except OSError as exc:
+            raise WorkerLoadError(worker_id, f"cannot load {self.path}: {exc}") from None
+        try:
+            self._bind()
+        except WorkerLoadError:
+            ffi.dlclose(self._lib)
+            raise
+        self._handle = ffi.new("char[1]")
+        self._key = int(ffi.cast("uintptr_t", self._handle))
+        host = ffi.new("VirtufinHost*")
+        host.engine_ptr = self._handle
+        host.abi_version = ABI_VERSION
+        host.log = _log_callback
+        host.gateway_call = _gateway_callback
+        host.free_response = _free_response_callback
+        self.host = host
+        self._out = ffi.new("char**")
+        self._out_len = ffi.new("int32_t*")
+        self._closed = False
+        _instances[self._key] = self
+
+    def _symbol(self, name: str, *, required: bool) -> Any:
+        try:
+            return getattr(self._lib, name)
+        except AttributeError:
+            if required:
+                raise WorkerLoadError(
+                    self.worker_id,
+                    f"{self.path.name} does not export {name} (required by native ABI "
+                    f"{ABI_VERSION})",
+                ) from None
+            return None
+
+    def _bind(self) -> None:
+        version = self._symbol("VirtufinAbiVersion", required=True)()
+        if version != ABI_VERSION:
+            raise WorkerLoadError(
+                self.worker_id,
+                f"{self.path.name} is built for native ABI version {version}; "
+                f"this host speaks version {ABI_VERSION}",
+            )
+        self._process = self._symbol("Process", required=True)
+        self._free = self._symbol("FreeResult", required=True)
+        self._configure = self._symbol("Configure", required=False)
+        self._destroy = self._symbol("Destroy", required=False)
+
+    # ------------------------------------------------------------------ hooks
+
+    def log(self, level: int, message: str) -> None:
+        """A log line from the library (levels 0 trace … 4 error)."""
+        if level >= 4:
+            self.last_error = message
+        _log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.worker_id, message)
+
+    def gateway_call(self, service: str, method: str, request: bytes) -> bytes:
+        """Answer the library's ``gateway_call`` (JSON request and response bytes)."""
+        raise NotImplementedError("NativeLibrary.gateway_call")
+
+    # ------------------------------------------------------------------ calls
+
+    @property
+    def has_configure(self) -> bool:
+        return self._configure is not None
+
+    def configure(self, config_json: bytes) -> None:
+        """Call ``Configure`` once (no-op when the library does not export it).
+
+        Raises:
+            WorkerLoadError: Configure returned non-zero (with the library's last error log).
+        """
+        if self._configure is None:
+            return
+        rc = self._configure(self.host, config_json, len(config_json))
+        if rc != 0:
+            detail = f": {self.last_error}" if self.last_error else ""
+            raise WorkerLoadError(self.worker_id, f"Configure returned {rc}{detail}")
+
+    def process(self, event_json: bytes) -> bytes | None:
+        """Call ``Process``; return its output bytes (None for no output).
+
+        Raises:
+            NativeCallError: non-zero return code or a negative output length.
+        """
+        out = self._out
+        out_len = self._out_len
+        out[0] = ffi.NULL
+        out_len[0] = 0
+        rc = self._process(self.host, event_json, len(event_json), out, out_len)
+        ptr = out[0]
+        result = None
+        if ptr != ffi.NULL:
+            size = out_len[0]
+            try:
+                if size < 0:
+                    raise NativeCallError(rc, f"Process returned a negative length {size}")
+                result = ffi.unpack(ptr, size)
+            finally:
+                self._free(ptr)
+        if rc != 0:
+            detail = f": {self.last_error}" if self.last_error else ""
+            raise NativeCallError(rc, f"Process returned {rc}{detail}")
+        return result or None
+
+    def close(self) -> None:
+        """Call ``Destroy`` (if exported), forget the instance, ``dlclose`` (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._destroy is not None:
+                self._destroy(self.host)
+        finally:
+            _instances.pop(self._key, None)
+            ffi.dlclose(self._lib)

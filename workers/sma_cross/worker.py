@@ -1,0 +1,99 @@
+"""`SmaCross`: the class-worker version of the SMA crossover (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from virtufin.envelope import Envelope
+from virtufin.topics import EventTypes
+from workers.kit import Worker, WorkerContext
+
+__all__ = ["SmaCross", "SmaCrossConfig", "sma"]
+
+BAR_PREFIX: Final = "com.virtufin.exchange."
+BAR_SUFFIX: Final = ".ohlcv.candle"
+ORDER_SUBMITTED: Final = EventTypes.order("submitted")
+
+
+class SmaCrossConfig(BaseModel):
+    """Windows in bars. Usage: ``SmaCrossConfig(fast=10, slow=20)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fast: int = Field(default=10, ge=1)
+    slow: int = Field(default=20, ge=2, le=100_000)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> SmaCrossConfig:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be less than slow ({self.slow})")
+        return self
+
+
+def sma(values: Iterable[float], count: int, window: int) -> float:
+    """Mean of the last `window` of `count` values, summed oldest first (as the C twin does)."""
+    total = 0.0
+    for value in islice(values, count - window, None):
+        total += value
+    return total / window
+
+
+class SmaCross(Worker):
+    """Emits an all-in, exclusive market order whenever the fast SMA crosses the slow one."""
+
+    config_class = SmaCrossConfig
+
+    def on_start(self, ctx: WorkerContext) -> None:
+        config: SmaCrossConfig = ctx.config
+        self.fast = config.fast
+        self.slow = config.slow
+        self.closes: deque[float] = deque(maxlen=config.slow)
+        self.previous: tuple[float, float] | None = None
+        self.orders = 0
+
+    def on_event(self, event: Envelope) -> None:
+        kind = event.type
+        if not (kind.startswith(BAR_PREFIX) and kind.endswith(BAR_SUFFIX)):
+            return
+        if len(kind) <= len(BAR_PREFIX) + len(BAR_SUFFIX):
+            return
+        data: Any = event.data
+        closes = self.closes
+        closes.append(float(data["close"]))
+        if len(closes) < self.slow:
+            return
+        fast = sma(closes, len(closes), self.fast)
+        slow = sma(closes, len(closes), self.slow)
+        previous = self.previous
+        self.previous = (fast, slow)
+        if previous is None:
+            return
+        if previous[0] < previous[1] and fast > slow:
+            side, words = "buy", "above"
+        elif previous[1] < previous[0] and slow > fast:
+            side, words = "sell", "below"
+        else:
+            return
+        self.orders += 1
+        order_id = f"{self.ctx.worker_id}-{self.orders}"
+        self.ctx.emit(
+            ORDER_SUBMITTED,
+            {
+                "order_id": order_id,
+                "symbol": data["symbol"],
+                "venue": kind[len(BAR_PREFIX) : -len(BAR_SUFFIX)],
+                "side": side,
+                "type": "market",
+                "qty": None,
+                "limit_price": None,
+                "sizing": "all_in",
+                "exclusive": True,
+                "reason": f"fast SMA({self.fast}) crossed {words} slow SMA({self.slow})",
+            },
+            subject=f"order/{order_id}",
+        )
