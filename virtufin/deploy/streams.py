@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from virtufin import topics
 from virtufin.config import ServicesConfig
 from virtufin.errors import ConfigError
 from virtufin.lanes import Family, matches
@@ -70,7 +71,10 @@ def infra_subjects(services: ServicesConfig) -> tuple[str, ...]:
                 "a service may not be named after a topic family",
             )
         subjects.append(f"{svc.name}.>")
-    extra: set[str] = set()
+    # Platform topics no service entry owns: dead letters and the promotion audit trail.
+    extra: set[str] = {
+        f"{topic.split('.', 1)[0]}.>" for topic in (topics.DEAD_LETTER, topics.PROMOTION_AUDIT)
+    }
     for svc in services.services:
         for pattern in svc.publishes:
             head = pattern.split(".", 1)[0]
