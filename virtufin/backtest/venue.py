@@ -1,0 +1,472 @@
+"""The simulated venue: a deterministic executor with Virtufin's order lifecycle.
+
+It listens to ``sc.<sid>.trading.order.submitted[.<id>]`` and answers on
+``sc.<sid>.trading.order.<accepted|filled|rejected|cancelled>`` (the order id is in the payload).
+Fill payload:
+``order_id, fill_id, symbol, side, qty_filled, price, fee, liquidity, remaining_qty, filled_at,
+realized_pnl`` (``remaining_qty == 0`` means done; there is no ``completed`` event).
+
+Semantics are backtesting.py's (`_Broker`), per symbol:
+
+- market orders fill at the open of the symbol's next bar (`fill="next-open"`) or at the close
+  of its current bar (`fill="close"`); limit orders fill on the first later bar whose range
+  reaches the limit, at the limit or the better open;
+- ``sizing="all_in"`` buys as many whole units as the available margin pays for, fee included;
+- ``exclusive=true`` cancels the symbol's pending orders and closes its position first (a
+  venue-made ``<order_id>-close`` order), like ``exclusive_orders=True``;
+- an opposite order first closes the position, then opens the rest; what the margin cannot
+  pay for is rejected (nothing filled) or cancelled (the closing part filled).
+
+Deviation, on purpose: `slippage_rate` moves every fill against the order, where
+backtesting.py's `spread` applies to opening fills only.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from virtufin import topics
+from virtufin.backtest.config import BacktestConfig
+from virtufin.backtest.emit import Emitter
+from virtufin.backtest.market import MarketView
+from virtufin.backtest.replay import BarBatch, SymbolTable
+from virtufin.bus.memory import MemoryBus
+from virtufin.bus.port import Delivery
+from virtufin.envelope import Envelope, format_time
+from virtufin.topics import EventTypes
+
+__all__ = ["Account", "Order", "SimulatedVenue"]
+
+FULL_EQUITY: Final = 1 - sys.float_info.epsilon
+"""backtesting.py's default `size`: all of the equity, a hair under 1 to stay fractional."""
+
+OrderStatus = Literal["accepted", "filled", "rejected", "cancelled"]
+
+
+@dataclass(slots=True)
+class Order:
+    """One order as the venue tracks it; also a row of ``orders.parquet``."""
+
+    order_id: str
+    symbol: str
+    side: str
+    type: str
+    qty: float | None
+    limit_price: float | None
+    sizing: str
+    exclusive: bool
+    reason: str
+    submitted_at_us: int
+    submitted_bar: int
+    code: int = -1
+    status: OrderStatus = "accepted"
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+    fee: float = 0.0
+    filled_at_us: int | None = None
+    filled_bar: int | None = None
+    status_reason: str = ""
+    parent_id: str | None = None
+    correlationid: str | None = None
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "buy" else -1
+
+
+class Account:
+    """The venue's ledger: cash and signed units per symbol, average cost for realized PnL.
+
+    Cash accounting: a buy pays ``qty * price + fee``, so equity is ``cash + Σ qty * mark``
+    (equal to backtesting.py's ``cash + unrealized PnL``).
+    """
+
+    __slots__ = ("avg", "cash", "qty")
+
+    def __init__(self, cash: float) -> None:
+        self.cash = cash
+        self.qty: dict[int, float] = {}
+        self.avg: dict[int, float] = {}
+
+    def equity(self, market: MarketView, override: tuple[int, float] | None = None) -> float:
+        total = self.cash
+        for code, units in self.qty.items():
+            if units:
+                mark = override[1] if override and override[0] == code else market.close(code)
+                total += units * (mark if mark is not None else self.avg[code])
+        return total
+
+    def margin_used(
+        self, market: MarketView, margin_ratio: float, override: tuple[int, float] | None = None
+    ) -> float:
+        used = 0.0
+        for code, units in self.qty.items():
+            if units:
+                mark = override[1] if override and override[0] == code else market.close(code)
+                used += abs(units) * (mark if mark is not None else self.avg[code]) * margin_ratio
+        return used
+
+    def apply(self, code: int, units: float, price: float, fee: float) -> float:
+        """Book a fill; returns the gross realized PnL of the part that reduced the position."""
+        held = self.qty.get(code, 0.0)
+        self.cash -= units * price + fee
+        realized = 0.0
+        if held and (held > 0) != (units > 0):
+            closed = min(abs(held), abs(units))
+            realized = closed * (price - self.avg[code]) * (1 if held > 0 else -1)
+        after = held + units
+        if after == 0:
+            self.avg.pop(code, None)
+        elif not held or (held > 0) != (after > 0):
+            self.avg[code] = price
+        elif (held > 0) == (units > 0):
+            self.avg[code] = (self.avg[code] * abs(held) + price * abs(units)) / abs(after)
+        self.qty[code] = after
+        return realized
+
+
+class SimulatedVenue:
+    """Executes the strategy's orders against the replayed bars (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        config: BacktestConfig,
+        bus: MemoryBus,
+        market: MarketView,
+        symbols: SymbolTable,
+        emitter: Emitter,
+    ) -> None:
+        self.config = config
+        self.market = market
+        self.symbols = symbols
+        self.emitter = emitter
+        self.account = Account(config.cash)
+        self.orders: list[Order] = []
+        self.pending: dict[int, deque[Order]] = {}
+        self._fills = 0
+        sid = emitter.scenario_id
+        self._sid = sid
+        self._topics: dict[str, str] = {}
+        self.subscriptions = [
+            bus.subscribe_sync(topics.order_event(sid, "submitted"), self.on_submitted),
+            bus.subscribe_sync(topics.order_event(sid, "submitted") + ".>", self.on_submitted),
+        ]
+
+    # ---------------------------------------------------------------- events out
+
+    def _topic(self, kind: str) -> str:
+        """Order events go to ``sc.<sid>.trading.order.<kind>`` (the id is in the payload, so
+        the set of topics, and the bus's route and validation caches, stay bounded)."""
+        topic = self._topics.get(kind)
+        if topic is None:
+            topic = self._topics[kind] = topics.order_event(self._sid, kind)
+        return topic
+
+    def _emit(
+        self, kind: str, order: Order, data: dict[str, Any], at_us: int | None = None
+    ) -> None:
+        payload = {"order_id": order.order_id, "symbol": order.symbol, "side": order.side, **data}
+        self.emitter.emit(
+            self._topic(kind),
+            EventTypes.order(kind),
+            payload,
+            at_us=at_us,
+            correlationid=order.correlationid,
+        )
+
+    def _finish(
+        self, order: Order, status: OrderStatus, reason: str, at_us: int | None = None
+    ) -> None:
+        order.status = status
+        order.status_reason = reason
+        self._emit(status, order, {"reason": reason, "filled_qty": order.filled_qty}, at_us)
+
+    # ---------------------------------------------------------------- orders in
+
+    def on_submitted(self, envelope: Envelope, delivery: Delivery) -> None:
+        """Bus handler: validate, accept, and fill now (close rule) or queue."""
+        market = self.market
+        order = self._parse(envelope, market.ts_us, market.bar)
+        self.orders.append(order)
+        if order.status == "rejected":
+            self._finish(order, "rejected", order.status_reason)
+            return
+        self._emit(
+            "accepted",
+            order,
+            {"type": order.type, "qty": order.qty, "sizing": order.sizing, "reason": order.reason},
+        )
+        queue = self.pending.setdefault(order.code, deque())
+        if order.exclusive:
+            for other in list(queue):
+                self._finish(other, "cancelled", "exclusive")
+            queue.clear()
+            if self.account.qty.get(order.code, 0.0):
+                close = Order(
+                    order_id=f"{order.order_id}-close",
+                    symbol=order.symbol,
+                    side="sell" if self.account.qty[order.code] > 0 else "buy",
+                    type="market",
+                    qty=None,
+                    limit_price=None,
+                    sizing="close",
+                    exclusive=False,
+                    reason="exclusive",
+                    submitted_at_us=order.submitted_at_us,
+                    submitted_bar=order.submitted_bar,
+                    code=order.code,
+                    parent_id=order.order_id,
+                    correlationid=order.correlationid,
+                )
+                self.orders.append(close)
+                self._emit(
+                    "accepted",
+                    close,
+                    {"type": "market", "qty": None, "sizing": "close", "reason": "exclusive"},
+                )
+                queue.append(close)
+        queue.append(order)
+        if self.config.fill == "close":
+            self._fill_at_close(order.code)
+        if not queue:
+            del self.pending[order.code]
+
+    def _parse(self, envelope: Envelope, now_us: int, bar: int) -> Order:
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        qty, limit = data.get("qty"), data.get("limit_price")
+        order = Order(
+            order_id=str(data.get("order_id") or envelope.id),
+            symbol=str(data.get("symbol", "")),
+            side=str(data.get("side", "")),
+            type=str(data.get("type", "market")),
+            qty=float(qty) if isinstance(qty, int | float) and not isinstance(qty, bool) else None,
+            limit_price=float(limit) if isinstance(limit, int | float) else None,
+            sizing=str(data.get("sizing", "units")),
+            exclusive=bool(data.get("exclusive", False)),
+            reason=str(data.get("reason", "")),
+            submitted_at_us=now_us,
+            submitted_bar=bar,
+            correlationid=envelope.correlationid or envelope.id,
+        )
+        code = self.symbols.find(order.symbol)
+        problem = ""
+        if code is None:
+            problem = f"unknown symbol {order.symbol!r}"
+        elif order.side not in ("buy", "sell"):
+            problem = f"side must be buy or sell ({order.side!r})"
+        elif order.type not in ("market", "limit"):
+            problem = f"type must be market or limit ({order.type!r})"
+        elif order.type == "limit" and not (order.limit_price and order.limit_price > 0):
+            problem = "a limit order needs limit_price > 0"
+        elif order.sizing not in ("units", "all_in"):
+            problem = f"sizing must be units or all_in ({order.sizing!r})"
+        elif order.sizing == "units" and not (order.qty and order.qty > 0):
+            problem = "sizing=units needs qty > 0"
+        elif order.sizing == "all_in" and order.qty is not None:
+            problem = "sizing=all_in takes qty=null"
+        if problem:
+            order.status, order.status_reason = "rejected", problem
+        else:
+            assert code is not None
+            order.code = code
+        return order
+
+    # ---------------------------------------------------------------- fills
+
+    def on_bar(self, row: int) -> None:
+        """The engine calls this before publishing bar `row` whose symbol has pending orders."""
+        market = self.market
+        batch = market.batch
+        assert batch is not None
+        code = int(batch.sym[row])
+        queue = self.pending.get(code)
+        if not queue:
+            return
+        start, close_ts = int(batch.start[row]), int(batch.ts[row])
+        open_, high, low = float(batch.open[row]), float(batch.high[row]), float(batch.low[row])
+        for order in list(queue):
+            if order.status != "accepted" or close_ts <= order.submitted_at_us:
+                continue  # the first bar that closes after the decision is the next bar
+            at_us = max(start, order.submitted_at_us)
+            if order.type == "market":
+                price = open_
+                if self.config.fill == "close":  # queued for lack of a price: this bar's close
+                    price, at_us = float(batch.close[row]), int(batch.ts[row])
+            else:
+                assert order.limit_price is not None
+                limit = order.limit_price
+                if order.side == "buy":
+                    if low > limit:
+                        continue
+                    price = min(open_, limit)
+                else:
+                    if high < limit:
+                        continue
+                    price = max(open_, limit)
+            queue.remove(order)
+            self._execute(order, price, at_us)
+        if not queue:
+            del self.pending[code]
+
+    def next_fill_row(self, batch: BarBatch, first: int, last: int) -> int | None:
+        """The first row in first..last where a pending order could fill (the batch path)."""
+        best: int | None = None
+        sym, ts = batch.sym[first : last + 1], batch.ts[first : last + 1]
+        for code, queue in self.pending.items():
+            for order in queue:
+                ok = (sym == code) & (ts > order.submitted_at_us)
+                if order.type == "limit":
+                    assert order.limit_price is not None
+                    if order.side == "buy":
+                        ok &= batch.low[first : last + 1] <= order.limit_price
+                    else:
+                        ok &= batch.high[first : last + 1] >= order.limit_price
+                hits = np.flatnonzero(ok)
+                if len(hits) and (best is None or first + int(hits[0]) < best):
+                    best = first + int(hits[0])
+        return best
+
+    def close_all(self) -> None:
+        """`finalize_trades`: close every open position at its last close."""
+        market = self.market
+        for code, units in sorted(self.account.qty.items()):
+            last = market.last(code)
+            if not units or last is None:
+                continue
+            symbol = self.symbols.by_code[code].symbol
+            order = Order(
+                order_id=f"finalize-{symbol}",
+                symbol=symbol,
+                side="sell" if units > 0 else "buy",
+                type="market",
+                qty=None,
+                limit_price=None,
+                sizing="close",
+                exclusive=False,
+                reason="finalize",
+                submitted_at_us=last[1],
+                submitted_bar=market.bar,
+                code=code,
+            )
+            self.orders.append(order)
+            self._emit(
+                "accepted",
+                order,
+                {"type": "market", "qty": None, "sizing": "close", "reason": "finalize"},
+                last[1],
+            )
+            self._execute(order, last[0], last[1])
+
+    def _fill_at_close(self, code: int) -> None:
+        last = self.market.last(code)
+        queue = self.pending.get(code)
+        if last is None or not queue:
+            return
+        price, at_us = last
+        for order in list(queue):
+            if order.type == "market" and order.status == "accepted":
+                queue.remove(order)
+                self._execute(order, price, at_us)
+
+    def _execute(self, order: Order, raw_price: float, at_us: int) -> None:
+        cfg = self.config
+        account = self.account
+        code = order.code
+        held = account.qty.get(code, 0.0)
+        sign = order.sign
+        if order.sizing == "close":
+            if not held:
+                self._finish(order, "cancelled", "flat", at_us)
+                return
+            target = -held
+        else:
+            slipped = raw_price * (1 + sign * cfg.slippage_rate)
+            per_unit = slipped + cfg.commission_fixed + raw_price * cfg.commission_rate
+            if order.sizing == "all_in":
+                available = self._available(code, raw_price)
+                units = math.floor(available * cfg.leverage * FULL_EQUITY // per_unit)
+                if units <= 0:
+                    self._finish(order, "rejected", "insufficient margin", at_us)
+                    return
+                target = float(sign * units)
+            else:
+                assert order.qty is not None
+                target = sign * order.qty
+        price = raw_price * (1 + sign * cfg.slippage_rate)
+        closing = min(abs(held), abs(target)) if held and (held > 0) != (target > 0) else 0.0
+        opening = abs(target) - closing
+        fee = 0.0
+        realized = 0.0
+        filled = 0.0
+        if closing:
+            part_fee = cfg.commission_fixed + closing * raw_price * cfg.commission_rate
+            realized += account.apply(code, sign * closing, price, part_fee)
+            fee += part_fee
+            filled += closing
+        if opening:
+            part_fee = cfg.commission_fixed + opening * raw_price * cfg.commission_rate
+            need = opening * price + part_fee
+            if need > self._available(code, raw_price) * cfg.leverage:
+                opening = 0.0
+            else:
+                realized += account.apply(code, sign * opening, price, part_fee)
+                fee += part_fee
+                filled += opening
+        if not filled:
+            self._finish(order, "rejected", "insufficient margin", at_us)
+            return
+        self._fills += 1
+        order.filled_qty = filled
+        order.avg_price = price
+        order.fee = fee
+        order.filled_at_us = at_us
+        order.filled_bar = self.market.bar
+        remaining = abs(target) - filled
+        order.status = "filled"
+        self._emit(
+            "filled",
+            order,
+            {
+                "fill_id": f"{order.order_id}-f{self._fills}",
+                "qty_filled": filled,
+                "price": price,
+                "fee": fee,
+                "liquidity": "taker",
+                "remaining_qty": remaining,
+                "filled_at": format_time(MarketView.to_datetime(at_us)),
+                "realized_pnl": realized,
+                "venue": cfg.venue,
+                "position_qty": account.qty.get(code, 0.0),
+            },
+            at_us,
+        )
+        if remaining:
+            self._finish(order, "cancelled", "insufficient margin", at_us)
+
+    def _available(self, code: int, mark: float) -> float:
+        """backtesting.py's `margin_available`: equity less the margin of open positions."""
+        override = (code, mark)
+        equity = self.account.equity(self.market, override)
+        used = self.account.margin_used(self.market, self.config.margin_ratio, override)
+        return max(0.0, equity - used)
+
+    def drain_finished(self) -> list[Order]:
+        """Hand over and forget the orders that reached a final status (`keep_trades=False`:
+        the results writer streams them, so memory does not grow with the run)."""
+        done = [o for o in self.orders if o.status != "accepted"]
+        self.orders = [o for o in self.orders if o.status == "accepted"]
+        return done
+
+    def expire_all(self, at_us: int) -> None:
+        """End of data: whatever is still pending is cancelled."""
+        for queue in self.pending.values():
+            for order in queue:
+                self._finish(order, "cancelled", "end of data", at_us)
+        self.pending.clear()
