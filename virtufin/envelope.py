@@ -369,4 +369,9 @@ def from_http(headers: Mapping[str, str], body: bytes) -> Envelope:
         event = sdk_from_http(dict(headers), body)
     except GenericException as exc:
         raise EnvelopeError("", f"not a CloudEvent over HTTP ({exc})") from None
-    return from_cloudevent(event)
+    envelope = from_cloudevent(event)
+    media = (envelope.datacontenttype or "application/json").split(";")[0].strip()
+    if body and not (media == "application/json" or media.endswith("+json")):
+        # The SDK json-parses any body that looks like JSON; a non-JSON type keeps its bytes.
+        envelope = envelope.with_changes(data=bytes(body))
+    return envelope
