@@ -1,0 +1,236 @@
+"""Run ingestion → backtests → promotion in this process, with real Dagster (no daemon).
+
+This is what ``virtufin run`` calls. Every step is a real Dagster run on the embedded instance
+(``<state_dir>/dagster``), so the UI (`virtufin ui`) shows them afterwards:
+
+1. `ingest_bars` over ``[start, end] × symbols`` as one run (single-run backfill);
+2. the scenarios are registered (registry, spec, partition) and each is backtested
+   (`backtest` job, one run per scenario partition);
+3. the best scenario by Sharpe ratio among those whose checks passed climbs the ladder
+   (`promote` job); a failed gate stops it and the report says which and by how much.
+
+Example:
+    >>> report = run_pipeline(start=date(2024, 1, 1), end=date(2024, 12, 31))  # doctest: +SKIP
+    >>> report.reached  # doctest: +SKIP
+    'LIVE'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from pipelines.backtest.partitions import add_scenario_partitions
+from pipelines.backtest.schedules import BACKTEST_JOB
+from pipelines.backtest.specs import BacktestSpec, register_specs
+from pipelines.definitions import build_defs
+from pipelines.ingestion.partitions import BARS_START_DATE, DEFAULT_SYMBOLS, Universe
+from pipelines.ingestion.schedules import INGEST_BARS_JOB
+from pipelines.instance import ensure_dagster_home
+from pipelines.promotion.log import read_log
+from pipelines.promotion.schedules import PROMOTE_JOB
+from pipelines.resources import StateStoreResource, resources_for
+from virtufin.config import Settings, load_settings
+from virtufin.marketdata import DEFAULT_SELECTOR
+
+__all__ = ["PipelineReport", "ScenarioReport", "default_specs", "run_pipeline"]
+
+_RANGE_START = "dagster/asset_partition_range_start"
+_RANGE_END = "dagster/asset_partition_range_end"
+_DEMO_PARAMS: tuple[dict[str, Any], ...] = ({"fast": 10, "slow": 20}, {"fast": 20, "slow": 50})
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioReport:
+    """One scenario's backtest: metrics and where its files went."""
+
+    scenario_id: str
+    spec: BacktestSpec
+    run_id: str
+    success: bool
+    metrics: dict[str, Any]
+    failed_checks: list[str]
+    results_dir: str | None
+    plot: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario_id": self.scenario_id,
+            "strategy": self.spec.strategy_id,
+            "params": self.spec.params,
+            "symbols": list(self.spec.symbols),
+            "run_id": self.run_id,
+            "success": self.success,
+            "metrics": self.metrics,
+            "failed_checks": self.failed_checks,
+            "results_dir": self.results_dir,
+            "plot": self.plot,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineReport:
+    """What `run_pipeline` did."""
+
+    dagster_home: Path
+    data_root: Path
+    ingestion_run_id: str
+    ingestion: dict[str, Any]
+    failed_ingestion_checks: list[str]
+    backtests: list[ScenarioReport]
+    winner: str | None = None
+    promotion_run_id: str | None = None
+    promotion_entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def reached(self) -> str | None:
+        """The highest ladder step the winner reached (``backtest`` if refused at once)."""
+        promoted = [e["to"] for e in self.promotion_entries if e["decision"] == "promoted"]
+        if promoted:
+            return str(promoted[-1])
+        return "backtest" if self.promotion_entries else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dagster_home": str(self.dagster_home),
+            "data_root": str(self.data_root),
+            "ingestion_run_id": self.ingestion_run_id,
+            "ingestion": self.ingestion,
+            "failed_ingestion_checks": self.failed_ingestion_checks,
+            "backtests": [b.to_json() for b in self.backtests],
+            "winner": self.winner,
+            "promotion_run_id": self.promotion_run_id,
+            "promotion": self.promotion_entries,
+            "reached": self.reached,
+        }
+
+
+def default_specs(
+    symbols: Sequence[str], start: date, end: date, *, selector: str = DEFAULT_SELECTOR
+) -> list[BacktestSpec]:
+    """The bundled `sma_cross` worker, two parameter sets, one scenario per symbol."""
+    return [
+        BacktestSpec(
+            worker="sma_cross",
+            params=params,
+            selector=selector,
+            symbols=(symbol,),
+            start=start,
+            end=end,
+        )
+        for params in _DEMO_PARAMS
+        for symbol in symbols
+    ]
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
+        if materialization.asset_key == dg.AssetKey(asset):
+            return {k: v.value for k, v in materialization.metadata.items()}
+    return {}
+
+
+def _failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
+        f"{e.asset_key.to_user_string()}.{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
+
+
+def run_pipeline(
+    *,
+    start: date,
+    end: date,
+    symbols: Sequence[str] = DEFAULT_SYMBOLS,
+    specs: Sequence[BacktestSpec] | None = None,
+    settings: Settings | None = None,
+    instance: dg.DagsterInstance | None = None,
+    persist: bool = False,
+    promote: bool = True,
+) -> PipelineReport:
+    """Ingest ``[start, end] × symbols``, backtest `specs` (default `default_specs`), promote.
+
+    Args:
+        settings: default `load_settings()`; its `state_dir` holds data, results, state and
+            the Dagster instance.
+        instance: the Dagster instance to run on (default: see `persist`).
+        persist: without `instance`, run on the embedded instance under
+            ``<state_dir>/dagster`` so that `virtufin ui` shows the runs afterwards; the
+            default, an ephemeral in-memory instance, is ~4x faster (Dagster stores one event
+            per (date, symbol) partition: ~9 ms each in memory, ~35 ms in SQLite).
+        promote: run the promotion ladder for the best scenario.
+    """
+    settings = settings or load_settings()
+    resources = resources_for(settings)
+    first = min(date.fromisoformat(BARS_START_DATE), start).isoformat()
+    universe = Universe(symbols=tuple(symbols), start_date=first)
+    defs = build_defs(universe=universe, settings=settings, resources=resources)
+    home = ensure_dagster_home(settings.state_dir)
+    owned = instance is None
+    if instance is None:
+        instance = (
+            dg.DagsterInstance.from_config(str(home)) if persist else dg.DagsterInstance.ephemeral()
+        )
+    try:
+        ingest = defs.resolve_job_def(INGEST_BARS_JOB).execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags={
+                _RANGE_START: f"{start.isoformat()}|{universe.symbols[0]}",
+                _RANGE_END: f"{end.isoformat()}|{universe.symbols[-1]}",
+            },
+        )
+        chosen = list(specs) if specs is not None else default_specs(symbols, start, end)
+        state: StateStoreResource = resources["state"]
+        ids = state.run(lambda store: register_specs(store, chosen))
+        add_scenario_partitions(instance, ids)
+        reports = []
+        backtest = defs.resolve_job_def(BACKTEST_JOB)
+        for sid, spec in zip(ids, chosen, strict=True):
+            run = backtest.execute_in_process(
+                instance=instance, partition_key=sid, raise_on_error=False
+            )
+            meta = _metadata(run, "backtest_results")
+            reports.append(
+                ScenarioReport(
+                    scenario_id=sid,
+                    spec=spec,
+                    run_id=run.run_id,
+                    success=run.success,
+                    metrics={k: v for k, v in meta.items() if isinstance(v, int | float)},
+                    failed_checks=_failed_checks(run),
+                    results_dir=meta.get("results_dir"),
+                    plot=meta.get("equity_plot_path"),
+                )
+            )
+        candidates = [r for r in reports if r.success and "sharpe_ratio" in r.metrics]
+        winner = max(candidates, key=lambda r: r.metrics["sharpe_ratio"], default=None)
+        promotion_run_id = None
+        entries: list[dict[str, Any]] = []
+        if promote and winner is not None:
+            run = defs.resolve_job_def(PROMOTE_JOB).execute_in_process(
+                instance=instance, partition_key=winner.scenario_id, raise_on_error=False
+            )
+            promotion_run_id = run.run_id
+            entries = [e for e in state.run(read_log) if e.get("runid") == run.run_id]
+        return PipelineReport(
+            dagster_home=home,
+            data_root=Path(resources["storage"].data_root),
+            ingestion_run_id=ingest.run_id,
+            ingestion=_metadata(ingest, "daily_bars"),
+            failed_ingestion_checks=_failed_checks(ingest),
+            backtests=reports,
+            winner=winner.scenario_id if winner is not None else None,
+            promotion_run_id=promotion_run_id,
+            promotion_entries=entries,
+        )
+    finally:
+        if owned:
+            instance.dispose()
