@@ -9,10 +9,17 @@ tour; `run_pipeline` runs ingestion → backtests → promotion in this process.
 from __future__ import annotations
 
 from pipelines.definitions import build_defs, defs
-from pipelines.run import PipelineReport, ScenarioReport, default_specs, run_pipeline
+from pipelines.run import (
+    PipelineReport,
+    PromotionReport,
+    ScenarioReport,
+    default_specs,
+    run_pipeline,
+)
 
 __all__ = [
     "PipelineReport",
+    "PromotionReport",
     "ScenarioReport",
     "build_defs",
     "default_specs",

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -38,10 +38,17 @@ from pipelines.resources import StateStoreResource, resources_for
 from virtufin.config import Settings, load_settings
 from virtufin.marketdata import DEFAULT_SELECTOR
 
-__all__ = ["PipelineReport", "ScenarioReport", "default_specs", "run_pipeline"]
+__all__ = [
+    "PipelineReport",
+    "PromotionReport",
+    "ScenarioReport",
+    "default_specs",
+    "run_pipeline",
+]
 
 _RANGE_START = "dagster/asset_partition_range_start"
 _RANGE_END = "dagster/asset_partition_range_end"
+_MAX_PROMOTION_TRIES = 3
 _DEMO_PARAMS: tuple[dict[str, Any], ...] = ({"fast": 10, "slow": 20}, {"fast": 20, "slow": 50})
 
 
@@ -74,6 +81,61 @@ class ScenarioReport:
 
 
 @dataclass(frozen=True, slots=True)
+class PromotionReport:
+    """One scenario's climb up the ladder (or the log entries of an earlier identical one)."""
+
+    scenario_id: str
+    run_id: str | None
+    entries: list[dict[str, Any]]
+    reused: bool = False
+
+    @property
+    def reached(self) -> str:
+        """The highest step reached: the last promoted ``to``, else ``backtest``."""
+        promoted = [e["to"] for e in self.entries if e.get("decision") == "promoted"]
+        return str(promoted[-1]) if promoted else "backtest"
+
+    @property
+    def refusal(self) -> dict[str, Any] | None:
+        """The refusing entry, with the failed checks, if the climb was stopped."""
+        return next((e for e in self.entries if e.get("decision") == "refused"), None)
+
+    def to_json(self) -> dict[str, Any]:
+        refusal = self.refusal
+        failed = [c for c in (refusal or {}).get("checks", []) if not c.get("passed")]
+        return {
+            "scenario_id": self.scenario_id,
+            "run_id": self.run_id,
+            "reached": self.reached,
+            "reused": self.reused,
+            "refused_at": refusal.get("to") if refusal else None,
+            "failed_checks": failed,
+            "entries": self.entries,
+        }
+
+
+def _climb(
+    attempt: Callable[[str], PromotionReport], reports: Sequence[ScenarioReport]
+) -> list[PromotionReport]:
+    """Try the best scenarios by Sharpe (at most three) until one reaches LIVE; then try the
+    worst too when no gate has refused anything yet, so that a refusal is shown with reasons."""
+    ranked = sorted(
+        (r for r in reports if r.success and "sharpe_ratio" in r.metrics),
+        key=lambda r: r.metrics["sharpe_ratio"],
+        reverse=True,
+    )
+    done: list[PromotionReport] = []
+    for report in ranked[:_MAX_PROMOTION_TRIES]:
+        done.append(attempt(report.scenario_id))
+        if done[-1].reached == "LIVE":
+            break
+    tried = {p.scenario_id for p in done}
+    if ranked and not any(p.refusal for p in done) and ranked[-1].scenario_id not in tried:
+        done.append(attempt(ranked[-1].scenario_id))
+    return done
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineReport:
     """What `run_pipeline` did."""
 
@@ -83,17 +145,28 @@ class PipelineReport:
     ingestion: dict[str, Any]
     failed_ingestion_checks: list[str]
     backtests: list[ScenarioReport]
-    winner: str | None = None
-    promotion_run_id: str | None = None
-    promotion_entries: list[dict[str, Any]] = field(default_factory=list)
+    promotions: list[PromotionReport] = field(default_factory=list)
+
+    @property
+    def winner(self) -> str | None:
+        """The scenario promoted to LIVE, else the first one tried."""
+        live = [p for p in self.promotions if p.reached == "LIVE"]
+        chosen = live[0] if live else (self.promotions[0] if self.promotions else None)
+        return chosen.scenario_id if chosen is not None else None
+
+    @property
+    def promotion_entries(self) -> list[dict[str, Any]]:
+        """The log entries of the winner's climb."""
+        return next((p.entries for p in self.promotions if p.scenario_id == self.winner), [])
+
+    @property
+    def promotion_run_id(self) -> str | None:
+        return next((p.run_id for p in self.promotions if p.scenario_id == self.winner), None)
 
     @property
     def reached(self) -> str | None:
         """The highest ladder step the winner reached (``backtest`` if refused at once)."""
-        promoted = [e["to"] for e in self.promotion_entries if e["decision"] == "promoted"]
-        if promoted:
-            return str(promoted[-1])
-        return "backtest" if self.promotion_entries else None
+        return next((p.reached for p in self.promotions if p.scenario_id == self.winner), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +179,7 @@ class PipelineReport:
             "winner": self.winner,
             "promotion_run_id": self.promotion_run_id,
             "promotion": self.promotion_entries,
+            "promotions": [p.to_json() for p in self.promotions],
             "reached": self.reached,
         }
 
@@ -210,16 +284,21 @@ def run_pipeline(
                     plot=meta.get("equity_plot_path"),
                 )
             )
-        candidates = [r for r in reports if r.success and "sharpe_ratio" in r.metrics]
-        winner = max(candidates, key=lambda r: r.metrics["sharpe_ratio"], default=None)
-        promotion_run_id = None
-        entries: list[dict[str, Any]] = []
-        if promote and winner is not None:
-            run = defs.resolve_job_def(PROMOTE_JOB).execute_in_process(
-                instance=instance, partition_key=winner.scenario_id, raise_on_error=False
-            )
-            promotion_run_id = run.run_id
-            entries = [e for e in state.run(read_log) if e.get("runid") == run.run_id]
+        promotions: list[PromotionReport] = []
+        if promote:
+            promote_job = defs.resolve_job_def(PROMOTE_JOB)
+
+            def attempt(sid: str) -> PromotionReport:
+                earlier = [e for e in state.run(read_log) if e.get("scenario") == sid]
+                if earlier:  # decided on this very data before: a rerun adds nothing
+                    return PromotionReport(sid, None, earlier, reused=True)
+                run = promote_job.execute_in_process(
+                    instance=instance, partition_key=sid, raise_on_error=False
+                )
+                entries = [e for e in state.run(read_log) if e.get("runid") == run.run_id]
+                return PromotionReport(sid, run.run_id, entries, reused=False)
+
+            promotions = _climb(attempt, reports)
         return PipelineReport(
             dagster_home=home,
             data_root=Path(resources["storage"].data_root),
@@ -227,9 +306,7 @@ def run_pipeline(
             ingestion=_metadata(ingest, "daily_bars"),
             failed_ingestion_checks=_failed_checks(ingest),
             backtests=reports,
-            winner=winner.scenario_id if winner is not None else None,
-            promotion_run_id=promotion_run_id,
-            promotion_entries=entries,
+            promotions=promotions,
         )
     finally:
         if owned:

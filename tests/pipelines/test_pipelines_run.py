@@ -47,6 +47,25 @@ def test_run_pipeline_ingests_backtests_and_promotes_in_process(tmp_path: Path) 
     assert report.reached == "LIVE", json.dumps(report.promotion_entries[-1]["checks"])
     assert [e["decision"] for e in report.promotion_entries] == ["promoted"] * 3
     assert json.loads(json.dumps(report.to_json()))["reached"] == "LIVE"
+    # the other scenario is shown failing a gate, with the check and by how much
+    shown = [p for p in report.promotions if p.scenario_id != report.winner]
+    assert len(shown) == 1
+    refusal = shown[0].refusal
+    assert refusal is not None
+    failed = [c for c in refusal["checks"] if not c["passed"]]
+    assert failed
+    assert all("actual" in c and "threshold" in c for c in failed)
+
+    again = run_pipeline(
+        start=date(2024, 1, 1),
+        end=date(2024, 2, 29),
+        symbols=("AAA", "BBB"),
+        specs=specs,
+        settings=settings,
+    )
+    assert all(p.reused for p in again.promotions)
+    assert again.winner == report.winner
+    assert [p.entries for p in again.promotions] == [p.entries for p in report.promotions]
 
 
 def test_ui_starts_dagster_dev_on_the_embedded_instance(tmp_path: Path) -> None:
