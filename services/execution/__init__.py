@@ -22,6 +22,7 @@ Environment (besides the bootstrap's):
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -120,5 +121,9 @@ async def serve(ctx: ServiceContext) -> None:
         await execution.start()
         ctx.log.info("paper venue ready", extra={"fill": settings.fill, **summary(execution)})
         await announce("online", {"fill": settings.fill, "consume": settings.consume})
+        # Start-up objects (modules, the book) never die: keep them out of GC passes, which
+        # would otherwise scan them on every full collection (fewer multi-ms pauses in fills).
+        gc.collect()
+        gc.freeze()
 
     await ctx.run(startup=startup)

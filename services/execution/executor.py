@@ -24,6 +24,7 @@ from services.execution.paper import (
     Published,
     load_book,
     market_tick,
+    micros,
     rejected_record,
     state_ops,
 )
@@ -31,7 +32,7 @@ from services.execution.risk import RiskLimits, limits_key
 from virtufin import statekeys, topics
 from virtufin.bus.port import Delivery, EventBus, Subscription
 from virtufin.envelope import Envelope
-from virtufin.errors import TopicError
+from virtufin.errors import PublishRejectedError, ScenarioError, TopicError
 from virtufin.lanes import Family, Lane, parse
 from virtufin.scenarios import ScenarioRegistry
 from virtufin.state.port import StateOp, StateStore
@@ -58,7 +59,9 @@ class ExecutionStats:
     ticks: int = 0
     stale_ticks: int = 0
     held: int = 0
+    late: int = 0
     double_fills_prevented: int = 0
+    refused_scenario: int = 0
 
 
 class PaperExecution:
@@ -181,7 +184,12 @@ class PaperExecution:
         if parsed.path[2] != self.settings.consume:
             return
         async with self._lock:
-            await self._order(parsed.scenario_id, envelope)
+            try:
+                await self._order(parsed.scenario_id, envelope)
+            except (ScenarioError, PublishRejectedError) as exc:
+                # Nothing may be published on an unknown or inactive scenario's lanes.
+                self.stats.refused_scenario += 1
+                log.warning("order %s on %s not executed: %s", envelope.id, delivery.topic, exc)
 
     async def _order(self, sid: str, envelope: Envelope) -> None:
         book = await self.book(sid)
@@ -230,9 +238,54 @@ class PaperExecution:
             book.emitter.scope(f"{envelope.source}|{envelope.id}")
             await self._commit(book, book.reject(envelope, why), envelope, why)
             return
-        out = book.submit(envelope)
+        late = self._late(envelope)
+        out = book.submit(envelope) if late is None else self._submit_late(book, envelope, *late)
         reason = _risk_reason(out)
         await self._commit(book, out, envelope if reason is not None else None, reason or "")
+
+    def _late(self, envelope: Envelope) -> tuple[str, int] | None:
+        """(symbol, decision time) of a historical-clock order decided before the symbol's
+        latest bar (its strategy lags the market, e.g. catching up after a restart)."""
+        if envelope.clocktype != "historical" or envelope.eventtime is None:
+            return None
+        data = envelope.data if isinstance(envelope.data, Mapping) else {}
+        symbol = str(data.get("symbol", ""))
+        decided = micros(envelope.eventtime)
+        last = self.market.last_ts.get(symbol)
+        if last is None or decided >= last:
+            return None
+        return symbol, decided
+
+    def _submit_late(
+        self, book: PaperBook, envelope: Envelope, symbol: str, decided: int
+    ) -> Published:
+        """Execute a late historical order as the backtest would have: on the bars that
+        followed its decision, replayed from the market history; the cursor comes back after."""
+        found = self.market.rewind(symbol, decided)
+        if found is None:
+            log.warning(
+                "order %s was decided before the kept market history; filling it on "
+                "the current market",
+                envelope.id,
+            )
+            return book.submit(envelope)
+        at, later = found
+        request = f"{envelope.source}|{envelope.id}"
+        try:
+            self.market.show(at)
+            self.market.end()
+            out = book.submit(envelope)
+            code = self.market.symbols.find(symbol)
+            for tick in later:
+                if code is None or not book.venue.pending.get(code):
+                    break
+                self.market.show(tick)
+                out += book.on_tick(f"{request}|{tick.ts_us}")
+                self.market.end()
+        finally:
+            self.market.restore(symbol)
+        self.stats.late += 1
+        return out
 
     # ------------------------------------------------------------------ market data
 

@@ -11,10 +11,11 @@ scenario getting one pair on a private in-process bus. Only three things differ:
 - **the fill trigger**: the latest bar or trade per symbol from ``act.exchange.>`` moves the
   shared `LiveMarket` cursor; with ``fill="next-open"`` a market order fills at the open of
   the symbol's next bar (or the price of its next trade), with ``fill="close"`` at the last
-  price at once. An order decided on a bar this venue has not seen yet (``clocktype=
-  historical`` and ``eventtime`` past the symbol's last bar, e.g. a replay read by two
-  consumers) is held until that bar arrived, so it fills on the bar *after* its decision,
-  exactly as in the backtest;
+  price at once. Orders of a historical-clock replay are executed on the bars that followed
+  their decision, as in the backtest: one decided on a bar this venue has not seen yet is held
+  until that bar arrives; one decided on a past bar (its strategy lags, e.g. catching up after
+  a restart) is run against the kept market history (`LiveMarket.rewind`). So a replay fills
+  identically whatever the consumers' lag;
 - **the lanes**: orders come from ``sc.<sid>.trading.order.submitted`` (``accepted`` when a
   risk filter is deployed), answers go to ``sc.<sid>.trading.order.<accepted|filled|rejected|
   cancelled>``, ``sc.<sid>.position.<symbol>.<event>``, ``sc.<sid>.pnl.<metric>.update``,
@@ -78,6 +79,7 @@ __all__ = [
     "PaperSettings",
     "Published",
     "market_tick",
+    "micros",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ Consume = Literal["submitted", "accepted"]
 Published = list[tuple[str, Envelope]]
 
 
-def _micros(value: datetime) -> int:
+def micros(value: datetime) -> int:
     return (value - _EPOCH) // _US
 
 
@@ -182,7 +184,7 @@ def market_tick(topic: str, envelope: Envelope) -> MarketTick | None:
         return MarketTick(
             symbol=str(data.get("symbol") or path[5]),
             interval=path[4],
-            ts_us=_micros(when),
+            ts_us=micros(when),
             open=_number(data, "open"),
             high=_number(data, "high"),
             low=_number(data, "low"),
@@ -202,7 +204,7 @@ def market_tick(topic: str, envelope: Envelope) -> MarketTick | None:
         return MarketTick(
             symbol=str(data.get("symbol") or path[4]),
             interval=_TRADE_INTERVAL,
-            ts_us=_micros(when),
+            ts_us=micros(when),
             open=price,
             high=price,
             low=price,
@@ -218,16 +220,21 @@ class LiveMarket:
     Every tick becomes a one-row `BarBatch` (the venue reads only its numpy columns), so the
     venue's fill logic runs unchanged. A symbol keeps the interval of its first tick (one
     symbol code per symbol); a tick not newer than the symbol's last one is stale (a duplicate
-    or out of order) and ignored.
+    or out of order) and ignored. The last `history_size` ticks per symbol are kept, so that an
+    order decided on a past bar (a historical-clock replay read by a lagging strategy) can be
+    executed against the bars that followed its decision (`rewind`).
     """
 
-    def __init__(self, venue: str) -> None:
+    def __init__(self, venue: str, *, history_size: int = 10_000) -> None:
         self.view = MarketView()
         # The table's bar topics are the backtest's; live they are never published.
         self.symbols = SymbolTable(venue=venue, selector="ACT")
         self.intervals: dict[str, str] = {}
         self.last_ts: dict[str, int] = {}
         self.last_close: dict[str, float] = {}
+        self.history: dict[str, deque[MarketTick]] = {}
+        self.current: MarketTick | None = None
+        self._history_size = history_size
         self._bars = 0
 
     def code(self, symbol: str, interval: str) -> int:
@@ -238,6 +245,18 @@ class LiveMarket:
         """Make `tick` the current bar; False (and no change) when it is stale."""
         if tick.ts_us <= self.last_ts.get(tick.symbol, -(2**63)):
             return False
+        self.show(tick)
+        self.last_ts[tick.symbol] = tick.ts_us
+        self.last_close[tick.symbol] = tick.close
+        history = self.history.get(tick.symbol)
+        if history is None:
+            history = self.history[tick.symbol] = deque(maxlen=self._history_size)
+        history.append(tick)
+        self.current = tick
+        return True
+
+    def show(self, tick: MarketTick) -> None:
+        """Put the cursor on `tick` (no bookkeeping: `begin` for new ticks, this for rewinds)."""
         code = self.code(tick.symbol, tick.interval)
         span = parse_interval(self.intervals[tick.symbol])
         batch = BarBatch(
@@ -255,12 +274,35 @@ class LiveMarket:
         self._bars += 1
         self.view.begin(batch)
         self.view.row = 0
-        self.last_ts[tick.symbol] = tick.ts_us
-        self.last_close[tick.symbol] = tick.close
-        return True
 
     def end(self) -> None:
         self.view.end()
+
+    def rewind(self, symbol: str, decided_us: int) -> tuple[MarketTick, list[MarketTick]] | None:
+        """The symbol's bar at or before `decided_us` and every later one; None when the
+        history does not reach back that far."""
+        history = self.history.get(symbol)
+        if not history or history[0].ts_us > decided_us:
+            return None
+        at = None
+        later = []
+        for tick in history:
+            if tick.ts_us <= decided_us:
+                at = tick
+            else:
+                later.append(tick)
+        assert at is not None
+        return at, later
+
+    def restore(self, symbol: str) -> None:
+        """After a rewind: the symbol's latest bar, then the overall latest, are current."""
+        history = self.history.get(symbol)
+        if history:
+            self.show(history[-1])
+            self.end()
+        if self.current is not None:
+            self.show(self.current)
+            self.end()
 
     def seed(self, symbol: str, interval: str, close: float, ts_us: int) -> None:
         """Restore a symbol's last price (after a restart)."""
@@ -316,11 +358,7 @@ class LiveEmitter(Emitter):
         self.count += 1
         ident = uuid.uuid5(_NAMESPACE, f"{self.scenario_id}|{self.key}|{self.count}")
         market, selector, portfolio, strategy = self.lanes
-        subject = None
-        if "order_id" in data and topic.split(".")[3] == "order":
-            subject = f"order/{data['order_id']}"
-        elif "symbol" in data:
-            subject = f"position/{data['symbol']}"
+        subject = _subject(topic, data)
         envelope = Envelope(
             id=str(ident),
             source=SOURCE,
@@ -341,6 +379,24 @@ class LiveEmitter(Emitter):
         )
         self._bus.publish_sync(topic, envelope, validate=False)
         return envelope
+
+
+def _subject(topic: str, data: Mapping[str, Any]) -> str | None:
+    """``order/<id>``, ``trade/<id>``, ``position/<symbol>``, ``pnl/<metric>`` or
+    ``risk/<order id>``: Virtufin's ``<entity_type>/<entity_id>`` routing within a topic."""
+    tokens = topic.split(".")
+    domain = tokens[2]
+    if domain == "trading" and tokens[3] == "order" and "order_id" in data:
+        return f"order/{data['order_id']}"
+    if domain == "trading" and tokens[3] == "trade" and "trade_id" in data:
+        return f"trade/{data['trade_id']}"
+    if domain == "position":
+        return f"position/{data.get('symbol') or tokens[3]}"
+    if domain == "pnl":
+        return f"pnl/{tokens[3]}"
+    if domain == "risk" and "order_id" in data:
+        return f"risk/{data['order_id']}"
+    return None
 
 
 class _NoCurve(EquityBook):
@@ -439,7 +495,7 @@ class PaperBook:
             return None
         data = envelope.data if isinstance(envelope.data, Mapping) else {}
         symbol = str(data.get("symbol", ""))
-        decided = _micros(envelope.eventtime)
+        decided = micros(envelope.eventtime)
         if decided > self.market.last_ts.get(symbol, -(2**63)):
             return decided
         return None

@@ -576,7 +576,7 @@ class NatsBus(EventBus):
         self._background: set[asyncio.Task[Any]] = set()
         self._infra_subjects: set[str] = set()
         self._infra_lock = asyncio.Lock()
-        self._denied: dict[str, str] = {}
+        self._denied: dict[str, str] = {}  # lower-cased subject → the server's refusal
         self._created_consumers: set[tuple[str, str]] = set()
         self.dead_letters = 0
 
@@ -687,7 +687,8 @@ class NatsBus(EventBus):
         text = str(exc)
         denied = _DENIED_RE.search(text)
         if denied:
-            self._denied[denied.group(1)] = text
+            # nats-py lower-cases the server's -ERR text, so the subject is matched lower-case.
+            self._denied[denied.group(1).lower()] = text
             log.warning("NATS refused: %s", text)
         elif self._closing or isinstance(exc, OSError | nats.errors.UnexpectedEOF):
             log.debug("NATS connection error: %r", exc)  # reconnecting takes care of it
@@ -867,7 +868,7 @@ class NatsBus(EventBus):
                 problem = "connection closed"
             except nats.errors.Error as exc:  # reconnecting, outbound buffer full, …
                 problem = repr(exc)
-            denied = self._denied.pop(subject, None)
+            denied = self._denied.pop(subject.lower(), None)
             if denied is not None:
                 raise PublishRejectedError(subject, f"the broker refused it: {denied}")
             if time.monotonic() + pause >= deadline:

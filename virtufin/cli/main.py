@@ -16,7 +16,7 @@ from virtufin.errors import VirtufinError
 __all__ = ["build_parser", "main"]
 
 #: Command modules under `virtufin.cli`, in help order.
-COMMANDS: Final = ("run", "backtest", "worker", "serve", "ui", "config", "deploy")
+COMMANDS: Final = ("run", "backtest", "worker", "serve", "up", "ui", "config", "deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,7 @@ def infra_subjects(services: ServicesConfig) -> tuple[str, ...]:
     for svc in services.services:
         for pattern in svc.publishes:
             head = pattern.split(".", 1)[0]
-            if head in lane_heads or any(matches(s, pattern) for s in subjects):
+            if head in lane_heads or any(matches(s, pattern) for s in (*subjects, *extra)):
                 continue
             extra.add(pattern)
     return tuple(subjects) + tuple(sorted(extra))
