@@ -228,6 +228,7 @@ def run_pipeline(
     instance: dg.DagsterInstance | None = None,
     persist: bool = False,
     promote: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> PipelineReport:
     """Ingest ``[start, end] × symbols``, backtest `specs` (default `default_specs`), promote.
 
@@ -240,6 +241,8 @@ def run_pipeline(
             default, an ephemeral in-memory instance, is ~4x faster (Dagster stores one event
             per (date, symbol) partition: ~9 ms each in memory, ~35 ms in SQLite).
         promote: run the promotion ladder for the best scenario.
+        progress: called as ``progress(stage, done, total)`` for the stages ``ingest``,
+            ``backtest`` and ``promote`` (for progress bars).
     """
     settings = settings or load_settings()
     resources = resources_for(settings)
@@ -252,7 +255,9 @@ def run_pipeline(
         instance = (
             dg.DagsterInstance.from_config(str(home)) if persist else dg.DagsterInstance.ephemeral()
         )
+    tick = progress or (lambda stage, done, total: None)
     try:
+        tick("ingest", 0, 1)
         ingest = defs.resolve_job_def(INGEST_BARS_JOB).execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -261,13 +266,15 @@ def run_pipeline(
                 _RANGE_END: f"{end.isoformat()}|{universe.symbols[-1]}",
             },
         )
+        tick("ingest", 1, 1)
         chosen = list(specs) if specs is not None else default_specs(symbols, start, end)
         state: StateStoreResource = resources["state"]
         ids = state.run(lambda store: register_specs(store, chosen))
         add_scenario_partitions(instance, ids)
         reports = []
         backtest = defs.resolve_job_def(BACKTEST_JOB)
-        for sid, spec in zip(ids, chosen, strict=True):
+        for done, (sid, spec) in enumerate(zip(ids, chosen, strict=True)):
+            tick("backtest", done, len(ids))
             run = backtest.execute_in_process(
                 instance=instance, partition_key=sid, raise_on_error=False
             )
@@ -284,11 +291,15 @@ def run_pipeline(
                     plot=meta.get("equity_plot_path"),
                 )
             )
+        tick("backtest", len(ids), len(ids))
         promotions: list[PromotionReport] = []
         if promote:
             promote_job = defs.resolve_job_def(PROMOTE_JOB)
+            promotions_made: list[str] = []
 
             def attempt(sid: str) -> PromotionReport:
+                tick("promote", len(promotions_made), _MAX_PROMOTION_TRIES + 1)
+                promotions_made.append(sid)
                 earlier = [e for e in state.run(read_log) if e.get("scenario") == sid]
                 if earlier:  # decided on this very data before: a rerun adds nothing
                     return PromotionReport(sid, None, earlier, reused=True)
@@ -299,6 +310,7 @@ def run_pipeline(
                 return PromotionReport(sid, run.run_id, entries, reused=False)
 
             promotions = _climb(attempt, reports)
+            tick("promote", len(promotions), len(promotions))
         return PipelineReport(
             dagster_home=home,
             data_root=Path(resources["storage"].data_root),

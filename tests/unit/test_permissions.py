@@ -42,7 +42,7 @@ def test_broad_scenario_patterns_get_sc_live_denied_for_non_production_roles() -
     perms = service_permissions(_service("backtest", ["sc.*.trading.>", "hyp.*.exchange.>"]))
     assert perms.publish_deny == ("sc.LIVE.>",)
     assert "hyp.*.exchange.>" in perms.publish_allow
-    with pytest.raises(ConfigError, match="lies in 'sc.LIVE.>'"):
+    with pytest.raises(ConfigError, match=r"lies in 'sc\.LIVE\.>'"):
         service_permissions(_service("backtest", ["sc.LIVE.trading.>"]))
     production = service_permissions(_service("production", ["sc.*.trading.>"]))
     assert production.publish_deny == ()
@@ -54,4 +54,4 @@ def test_the_rendered_block_covers_every_service_without_literal_passwords() -> 
     for svc in services.services:
         assert f'user: "{svc.name}"' in text
         assert f"password: ${password_variable(svc.name)}" in text
-    assert "password: \"" not in text
+    assert 'password: "' not in text
