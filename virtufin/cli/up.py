@@ -358,13 +358,8 @@ async def _up_in_process(
     args: argparse.Namespace, services: ServicesConfig, selected: list[ServiceConfig], out: IO[str]
 ) -> int:
     """Every selected service in this process, sharing one `MemoryBus` and one store."""
-    from services.bootstrap import JsonFormatter, create_context, load_serve_config
-    from services.bootstrap.traced_bus import TracedBus
-    from virtufin.bus.memory import MemoryBus
-    from virtufin.bus.validation import LaneValidator
-    from virtufin.cli.serve import resolve_entry
-    from virtufin.scenarios import ScenarioRegistry
-    from virtufin.state.factory import create_state
+    from services.bootstrap import JsonFormatter, load_serve_config
+    from virtufin.cli.inprocess import services_in_process
 
     flags = {
         "services": args.services,
@@ -384,79 +379,43 @@ async def _up_in_process(
     root.addHandler(handler)
     root.setLevel(configs[0].options.log_level)
 
-    store = await create_state(settings)
-    registry = ScenarioRegistry(store)
-    await registry.seed_live()
-    bus = MemoryBus(validator=LaneValidator(registry))
-    contexts = []
-    tasks: dict[str, asyncio.Future[None]] = {}
     rows = [ServiceRow(s.name, s.grpc.address, pid=os.getpid()) for s in selected]
     with _Stopper() as stopper:
         try:
-            for config in configs:
-                try:
-                    ctx = await create_context(config, install_signal_handlers=False)
-                except VirtufinError as exc:
-                    _print(
-                        f"virtufin up: stopping the others: {config.service.name} cannot "
-                        f"start: {type(exc).__name__}: {exc}",
-                        out,
-                    )
-                    return 1
+            async with services_in_process(configs, grace_s=args.grace) as running:
 
-                async def shared_state(store: Any = store) -> Any:
-                    return store
+                def dead() -> str | None:
+                    problem = running.dead()
+                    if problem is None and stopper.event.is_set():
+                        return f"interrupted by {stopper.signal}"
+                    return problem
 
-                async def shared_bus(*, validator: Any = None, bus: Any = bus) -> Any:
-                    return TracedBus(bus)  # closed once, by `up`, after every service stopped
-
-                # One process, one bus, one store: the context hands out the shared ones.
-                setattr(ctx, "open_state", shared_state)  # noqa: B010
-                setattr(ctx, "open_bus", shared_bus)  # noqa: B010
-                contexts.append(ctx)
-                entry = resolve_entry(config.service.module)
-                tasks[config.service.name] = asyncio.ensure_future(entry(ctx))
-
-            def dead() -> str | None:
-                for name, task in tasks.items():
-                    if task.done():
-                        exc = None if task.cancelled() else task.exception()
-                        return f"{name} stopped" + (f": {type(exc).__name__}: {exc}" if exc else "")
-                if stopper.event.is_set():
-                    return f"interrupted by {stopper.signal}"
-                return None
-
-            problem = await _wait_healthy(rows, time.monotonic() + args.start_timeout, dead)
-            _print(render_table(rows), out)
-            if problem is not None:
-                _print(f"virtufin up: stopping the others: {problem}", out)
-                return 1
-            _print(
-                f"virtufin up: {len(rows)} service(s) SERVING in this process (pid "
-                f"{os.getpid()}, in-process bus); logs in {logs}; Ctrl-C stops them",
-                out,
-            )
-            while not stopper.event.is_set():
-                problem = dead()
+                problem = await _wait_healthy(rows, time.monotonic() + args.start_timeout, dead)
+                _print(render_table(rows), out)
                 if problem is not None:
                     _print(f"virtufin up: stopping the others: {problem}", out)
                     return 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopper.event.wait(), 0.5)
-            _print(f"virtufin up: {stopper.signal} received; stopping {len(tasks)} service(s)", out)
-            return 0
+                _print(
+                    f"virtufin up: {len(rows)} service(s) SERVING in this process (pid "
+                    f"{os.getpid()}, in-process bus); logs in {logs}; Ctrl-C stops them",
+                    out,
+                )
+                while not stopper.event.is_set():
+                    problem = running.dead()
+                    if problem is not None:
+                        _print(f"virtufin up: stopping the others: {problem}", out)
+                        return 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopper.event.wait(), 0.5)
+                _print(
+                    f"virtufin up: {stopper.signal} received; stopping {len(rows)} service(s)",
+                    out,
+                )
+                return 0
+        except ConfigError as exc:
+            _print(f"virtufin up: stopping the others: {exc.field} {exc.reason}", out)
+            return 1
         finally:
-            for ctx in contexts:
-                ctx.request_stop()
-            if tasks:
-                done, pending = await asyncio.wait(tasks.values(), timeout=args.grace + 15)
-                for task in pending:
-                    task.cancel()
-                for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("service task failed", exc_info=task.exception())
-            await bus.close()
-            await store.close()
             _print("virtufin up: stopped", out)
 
 
