@@ -48,7 +48,7 @@ __all__ = [
 
 _RANGE_START = "dagster/asset_partition_range_start"
 _RANGE_END = "dagster/asset_partition_range_end"
-_MAX_PROMOTION_TRIES = 3
+_MAX_PROMOTION_TRIES = 5
 _DEMO_PARAMS: tuple[dict[str, Any], ...] = ({"fast": 10, "slow": 20}, {"fast": 20, "slow": 50})
 
 
@@ -117,7 +117,7 @@ class PromotionReport:
 def _climb(
     attempt: Callable[[str], PromotionReport], reports: Sequence[ScenarioReport]
 ) -> list[PromotionReport]:
-    """Try the best scenarios by Sharpe (at most three) until one reaches LIVE; then try the
+    """Try the best scenarios by Sharpe (at most five) until one reaches LIVE; then try the
     worst too when no gate has refused anything yet, so that a refusal is shown with reasons."""
     ranked = sorted(
         (r for r in reports if r.success and "sharpe_ratio" in r.metrics),

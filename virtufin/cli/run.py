@@ -1,8 +1,15 @@
-"""`virtufin run`: the main job on embedded defaults (no servers needed).
+"""`virtufin run`: the main job, on embedded defaults (no servers needed).
 
-Stages so far: validate the configuration, seed the scenario registry, replay a seeded
-synthetic bar universe onto a backtest scenario's hyp lanes of the in-process bus, and
-report what reached the subscribers.
+1. ingest a synthetic universe (or `--data` files) through the Dagster ingestion assets;
+2. backtest the bundled strategies and a parameter sweep as scenarios (Dagster backtest assets);
+3. run the promotion ladder: promote the best version that passes the gates, and show one
+   that fails a gate with the reason;
+4. start gateway, workmanager, marketdata and execution in this process and let the promoted
+   strategy trade LIVE on a high-speed replay for a few seconds;
+5. print a summary and write an HTML report (plots, promotion log) under the state folder.
+
+Exit status 0 only when every stage did real work. Reruns are idempotent: partitions are
+rewritten in place and earlier promotion decisions on the same data are reused.
 """
 
 from __future__ import annotations
@@ -10,136 +17,321 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import random
+import os
+import sys
 import time
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
 
-from virtufin import topics
-from virtufin.bus import Delivery, LaneValidator, MemoryBus
-from virtufin.config import load_services, load_settings, load_versions
-from virtufin.envelope import Envelope
-from virtufin.scenarios import Scenario, ScenarioRegistry
-from virtufin.state import MemoryStateStore
+from virtufin.config import Settings, load_settings
+from virtufin.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["register", "summarise"]
 
-_SELECTOR = "SYNTH_DEMO"
-_SCENARIO = "RUN_DEMO"
+DEFAULT_SYMBOLS: Final = "AAA,BBB,CCC"
+DEFAULT_START: Final = "2024-01-01"
+DEFAULT_END: Final = "2025-06-30"
+_SWEEP: Final = ({"fast": 10, "slow": 20}, {"fast": 20, "slow": 50}, {"fast": 5, "slow": 30})
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "run", help="run the main job on embedded defaults"
+        "run", help="run the main job: ingest, backtest, promote, trade live, report"
     )
-    parser.add_argument("--symbols", default="AAA,BBB,CCC", help="comma-separated symbols")
-    parser.add_argument("--days", type=int, default=365, help="bars per symbol (daily)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic universe")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="comma-separated symbols")
+    parser.add_argument("--start", default=DEFAULT_START, help="first day (YYYY-MM-DD)")
+    parser.add_argument("--end", default=DEFAULT_END, help="last day (YYYY-MM-DD)")
+    parser.add_argument(
+        "--data",
+        help="a folder of CSV/Parquet bar files (one file per symbol, vendor layouts) "
+        "to use instead of the synthetic universe",
+    )
+    parser.add_argument("--bus", choices=("memory", "nats"), help="event bus (default memory)")
+    parser.add_argument(
+        "--state", choices=("sqlite", "postgres", "redis"), help="state store (default sqlite)"
+    )
+    parser.add_argument("--live-seconds", type=float, default=4.0, help="length of the live stage")
+    parser.add_argument("--no-live", action="store_true", help="skip the live stage")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=_run)
 
 
-def _bars(symbol: str, days: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(f"{seed}:{symbol}")
-    price = 100.0
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-    out = []
-    for day in range(days):
-        ret = rng.gauss(0.0003, 0.015)
-        open_ = price
-        close = max(0.01, open_ * math.exp(ret))
-        high = max(open_, close) * (1 + abs(rng.gauss(0, 0.004)))
-        low = min(open_, close) * (1 - abs(rng.gauss(0, 0.004)))
-        ts = start + timedelta(days=day + 1)
-        out.append(
-            {
-                "symbol": symbol,
-                "open": open_,
-                "high": high,
-                "low": low,
-                "close": close,
-                "volume": float(rng.randint(1000, 5000)),
-                "candle_close_time": ts,
-            }
-        )
-        price = close
-    return out
+def _day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError("command line", flag, f"{text!r} is not a YYYY-MM-DD date") from None
 
 
-async def _story(args: argparse.Namespace) -> dict[str, Any]:
-    services = load_services()
-    versions = load_versions()
-    settings = load_settings()
-    registry = ScenarioRegistry(MemoryStateStore())
-    await registry.seed_live()
-    await registry.register(Scenario.backtest(_SCENARIO, selector=_SELECTOR, name="run demo"))
-    bus = MemoryBus(validator=LaneValidator(registry))
+@contextmanager
+def _data_source(folder: str | None) -> Iterator[None]:
+    """Point the ingestion at a drop folder for the duration of the run."""
+    if folder is None:
+        yield
+        return
+    path = Path(folder).resolve()
+    if not path.is_dir():
+        raise ConfigError("command line", "--data", f"{folder!r} is not a folder")
+    saved = {k: os.environ.get(k) for k in ("VIRTUFIN_MARKETDATA_SOURCE", "VIRTUFIN_DROP_FOLDER")}
+    os.environ["VIRTUFIN_MARKETDATA_SOURCE"] = "drop_folder"
+    os.environ["VIRTUFIN_DROP_FOLDER"] = str(path)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
-    closes: dict[str, list[float]] = {}
-    crossings: dict[str, int] = {}
 
-    def on_bar(event: Envelope, delivery: Delivery) -> None:
-        data = event.data
-        series = closes.setdefault(data["symbol"], [])
-        series.append(data["close"])
-        if len(series) > 20:
-            fast_now, slow_now = sum(series[-10:]) / 10, sum(series[-20:]) / 20
-            fast_before, slow_before = sum(series[-11:-1]) / 10, sum(series[-21:-1]) / 20
-            if (fast_before - slow_before) * (fast_now - slow_now) < 0:
-                crossings[data["symbol"]] = crossings.get(data["symbol"], 0) + 1
+class _Progress:
+    """Rich progress bars, one per stage; silent with --quiet or --json."""
 
-    bus.subscribe_sync(f"hyp.{_SELECTOR}.exchange.>", on_bar)
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    events = []
-    for symbol in symbols:
-        for bar in _bars(symbol, args.days, args.seed):
-            ts = bar.pop("candle_close_time")
-            bar["candle_close_time"] = ts.isoformat()
-            events.append(
-                (
-                    ts,
-                    topics.bar("synthetic", symbol, selector=_SELECTOR),
-                    Envelope.new(
-                        type=topics.EventTypes.market("synthetic", "ohlcv", "candle"),
-                        source=topics.source_urn("marketdata"),
-                        data=bar,
-                        time=ts,
-                        eventtime=ts,
-                        clocktype="historical",
-                        marketlane="hyp",
-                        marketselector=_SELECTOR,
-                        scenarioid=_SCENARIO,
-                    ),
-                )
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description:<28}"),
+                BarColumn(),
+                TextColumn("{task.completed:>4.0f}/{task.total:<4.0f}"),
+                TimeElapsedColumn(),
+                transient=False,
             )
-    events.sort(key=lambda e: e[0])
-    started = time.perf_counter()
-    for _, topic, env in events:
-        bus.publish_sync(topic, env)
-    elapsed = time.perf_counter() - started
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def update(self, stage: str, done: float, total: float) -> None:
+        if self._bar is None:
+            return
+        labels = {
+            "ingest": "ingest market data",
+            "backtest": "backtest scenarios",
+            "promote": "promotion ladder",
+            "live": "live trading (sc.LIVE)",
+        }
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(labels.get(stage, stage), total=total)
+        self._bar.update(self._tasks[stage], completed=done, total=total)
+
+
+def _specs(symbols: list[str], start: date, end: date) -> list[Any]:
+    from pipelines.backtest.specs import BacktestSpec
+
+    return [
+        BacktestSpec(
+            worker="sma_cross",
+            commission_rate=0.001,
+            paper_sessions=189,  # evidence windows long enough for slow SMAs to trade
+            shadow_sessions=126,
+            params=params,
+            symbols=(symbol,),
+            start=start,
+            end=end,
+        )
+        for symbol in symbols
+        for params in _SWEEP
+    ]
+
+
+def summarise(
+    report: Any, live: dict[str, Any] | None, settings: Settings, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The machine-readable summary (also what the HTML report renders)."""
+    from pipelines.promotion.log import read_log
+    from pipelines.resources import resources_for
+
+    state = resources_for(settings)["state"]
+    ingest = report.ingestion
     return {
-        "services": list(services.names),
-        "platform_version": versions["VIRTUFIN_VERSION"],
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "bus": settings.bus,
-        "scenarios": [s.id for s in await registry.all()],
-        "bars_replayed": len(events),
-        "bars_per_second": round(len(events) / elapsed) if elapsed > 0 else None,
-        "sma_10_20_crossings": crossings,
+        "state": settings.state,
+        "state_dir": str(settings.state_dir),
+        "symbols": [s for s in args.symbols.split(",") if s],
+        "start": args.start,
+        "end": args.end,
+        "ingestion": {
+            "rows": ingest.get("rows_stored"),
+            "quarantined": ingest.get("rows_quarantined", 0),
+            "data_root": str(report.data_root),
+            "failed_checks": report.failed_ingestion_checks,
+        },
+        "scenarios": [
+            {
+                "scenario_id": b.scenario_id,
+                "strategy": b.spec.strategy_id,
+                "params": b.spec.params,
+                "symbols": list(b.spec.symbols),
+                "success": b.success,
+                "return_pct": b.metrics.get("return_pct"),
+                "sharpe": b.metrics.get("sharpe_ratio"),
+                "max_drawdown_pct": b.metrics.get("max_drawdown_pct"),
+                "trades": b.metrics.get("trades"),
+                "failed_checks": b.failed_checks,
+                "plot": b.plot,
+                "results_dir": b.results_dir,
+            }
+            for b in report.backtests
+        ],
+        "winner": report.winner,
+        "reached": report.reached,
+        "promotions": [p.to_json() for p in report.promotions],
+        "promotion_log": state.run(read_log),
+        "live": live,
     }
 
 
-def _run(args: argparse.Namespace) -> int:
-    result = asyncio.run(_story(args))
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"virtufin {result['platform_version']}: services {', '.join(result['services'])}")
-    print(f"scenarios registered: {', '.join(result['scenarios'])}")
-    print(
-        f"replayed {result['bars_replayed']} bars on the {result['bus']} bus "
-        f"({result['bars_per_second']} bars/s)"
+def _print_summary(summary: dict[str, Any], report_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="Backtests (Dagster backtest assets)")
+    for column in ("scenario", "fast/slow", "symbol", "return %", "Sharpe", "max DD %", "trades"):
+        table.add_column(
+            column, justify="right" if "%" in column or column in ("Sharpe", "trades") else "left"
+        )
+    for s in summary["scenarios"]:
+        table.add_row(
+            s["scenario_id"],
+            "/".join(str(v) for v in s["params"].values()),
+            ", ".join(s["symbols"]),
+            f"{s['return_pct']:.2f}" if s["return_pct"] is not None else "-",
+            f"{s['sharpe']:.2f}" if s["sharpe"] is not None else "-",
+            f"{s['max_drawdown_pct']:.2f}" if s["max_drawdown_pct"] is not None else "-",
+            str(s["trades"]),
+        )
+    console.print(table)
+    promo = Table(title="Promotion ladder (backtest → paper → shadow → LIVE)")
+    for column in ("scenario", "reached", "decision"):
+        promo.add_column(column)
+    for p in summary["promotions"]:
+        if p["reached"] == "LIVE":
+            decision = "[green]promoted to LIVE[/green]"
+        else:
+            why = "; ".join(
+                f"{c['name']} {c['actual']:.3g} vs {c['threshold']}"
+                if isinstance(c.get("actual"), int | float)
+                else c["name"]
+                for c in p["failed_checks"]
+            )
+            decision = f"[red]refused at {p['refused_at']}[/red]: {why}"
+        promo.add_row(
+            p["scenario_id"], p["reached"], decision + (" (earlier run)" if p["reused"] else "")
+        )
+    console.print(promo)
+    live = summary["live"]
+    if live:
+        console.print(
+            f"Live: {live['worker']} {json.dumps(live['params'])} on {live['symbol']}: "
+            f"{live['bars']} bars replayed onto act lanes, {live['orders']} orders, "
+            f"{live['fills']} fills on sc.LIVE in {live['seconds']} s"
+        )
+    console.print(f"Report: {report_path}")
+
+
+def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
+    from pipelines import run_pipeline
+    from virtufin.marketdata import DEFAULT_SELECTOR
+    from virtufin.reporting import write_report
+
+    settings = load_settings(flags={"bus": args.bus, "state": args.state})
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    start, end = _day(args.start, "--start"), _day(args.end, "--end")
+    if end <= start:
+        raise ConfigError("command line", "--end", "must be after --start")
+    problems: list[str] = []
+    with _Progress(not (args.quiet or args.json)) as progress, _data_source(args.data):
+        report = run_pipeline(
+            start=start,
+            end=end,
+            symbols=symbols,
+            specs=_specs(symbols, start, end),
+            settings=settings,
+            progress=progress.update,
+        )
+        if not report.ingestion.get("rows_stored"):
+            problems.append("ingestion stored no bars")
+        if not report.backtests or not all(b.success for b in report.backtests):
+            problems.append("a backtest run failed")
+        if report.reached != "LIVE":
+            problems.append(f"no version reached LIVE (best stopped at {report.reached})")
+        live = None
+        winner = next((p for p in report.promotions if p.reached == "LIVE"), None)
+        if winner is not None and not args.no_live:
+            spec = next(b.spec for b in report.backtests if b.scenario_id == winner.scenario_id)
+            live = asyncio.run(
+                run_live_stage_for(
+                    settings, spec, report.data_root, DEFAULT_SELECTOR, args, progress
+                )
+            )
+            if not live["bars"] or not live["orders"]:
+                problems.append("the live stage traded nothing")
+    summary = summarise(report, live, settings, args)
+    path = write_report(settings.state_dir / "reports", summary)
+    return summary, path, problems
+
+
+async def run_live_stage_for(
+    settings: Settings,
+    spec: Any,
+    data_root: Path,
+    selector: str,
+    args: argparse.Namespace,
+    progress: _Progress,
+) -> dict[str, Any]:
+    from virtufin.cli.live_stage import run_live_stage
+
+    return await run_live_stage(
+        settings=settings,
+        params=dict(spec.params),
+        symbol=spec.symbols[0],
+        data_root=data_root,
+        selector=selector,
+        seconds=args.live_seconds,
+        progress=lambda done, total: progress.update("live", done, total),
     )
-    for symbol, count in sorted(result["sma_10_20_crossings"].items()):
-        print(f"  {symbol}: {count} SMA(10,20) crossings")
-    return 0 if result["bars_replayed"] > 0 else 1
+
+
+def _quiet_dagster(verbose: bool) -> None:
+    """Dagster logs every step (and every blocking-check refusal) to stderr; the summary
+    and the report say what matters, so its logs are errors-only unless --verbose."""
+    if not verbose:
+        import logging
+
+        for name in ("dagster", "dagster.builtin", "dagster.code_server"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        os.environ.setdefault("DAGSTER_CLI_LOG_LEVEL", "CRITICAL")
+
+
+def _run(args: argparse.Namespace) -> int:
+    _quiet_dagster(args.verbose)
+    started = time.monotonic()
+    summary, path, problems = _story(args)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["report"] = str(path)
+    summary["problems"] = problems
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    elif not args.quiet:
+        _print_summary(summary, path)
+    else:
+        print(path)
+    for problem in problems:
+        print(f"virtufin run: {problem}", file=sys.stderr)
+    return 1 if problems else 0
