@@ -1,0 +1,90 @@
+"""The main job (`virtufin run`, what `make run` calls) end to end on embedded defaults:
+ingestion, backtests, promotion, live trading, report; and a rerun that duplicates nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(state_dir: Path, *extra: str) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "virtufin.cli.main",
+            "run",
+            "--json",
+            "--symbols",
+            "AAA,BBB",
+            *extra,
+        ],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "VIRTUFIN_STATE_DIR": str(state_dir), "HOME": str(state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_and_second(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
+    state = tmp_path_factory.mktemp("state")
+    return _run(state), _run(state), state
+
+
+def test_every_stage_does_real_work(first_and_second: tuple[dict, dict, Path]) -> None:
+    summary, _, state = first_and_second
+    assert summary["problems"] == []
+    assert summary["ingestion"]["rows"] > 2 * 300  # two symbols, 18 months of sessions
+    assert summary["ingestion"]["failed_checks"] == []
+    assert len(summary["scenarios"]) == 6
+    assert all(s["success"] and s["trades"] > 0 for s in summary["scenarios"])
+    assert all(Path(s["plot"]).is_file() for s in summary["scenarios"])
+    assert summary["reached"] == "LIVE"
+    decisions = [p for p in summary["promotions"]]
+    assert any(p["reached"] == "LIVE" for p in decisions)
+    refused = [p for p in decisions if p["refused_at"] is not None]
+    assert refused, "the report must show a version that fails a gate"
+    assert all(p["failed_checks"] for p in refused)
+    live = summary["live"]
+    assert live["bars"] > 0
+    assert live["orders"] > 0
+    assert live["fills"] >= live["orders"]
+    assert all(e["scenarioid"] == "LIVE" for e in live["events"])
+    assert all(e["topic"].startswith("sc.LIVE.trading.") for e in live["events"])
+    assert Path(summary["report"]).is_file()
+    assert Path(summary["report"]).parent == state / "reports"
+
+
+def test_the_report_embeds_the_plots_and_the_promotion_log(
+    first_and_second: tuple[dict, dict, Path],
+) -> None:
+    summary = first_and_second[0]
+    text = Path(summary["report"]).read_text()
+    assert text.count("data:image/png;base64,") == len(summary["scenarios"])
+    for entry in summary["promotion_log"]:
+        assert entry["scenario"] in text
+    assert "Live (sc.LIVE)" in text
+
+
+def test_a_rerun_duplicates_no_partition_or_promotion(
+    first_and_second: tuple[dict, dict, Path],
+) -> None:
+    first, second, _ = first_and_second
+    assert second["problems"] == []
+    assert second["ingestion"]["rows"] == first["ingestion"]["rows"]
+    assert [s["scenario_id"] for s in second["scenarios"]] == [
+        s["scenario_id"] for s in first["scenarios"]
+    ]
+    assert all(p["reused"] for p in second["promotions"])
+    assert second["promotion_log"] == first["promotion_log"]
