@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: setup run test lint bench ui proto native nix-tools clean
+.PHONY: setup run test lint bench ui proto native test-tools clean
 .DEFAULT_GOAL := run
 
 $(UV): versions.env
@@ -35,13 +35,18 @@ setup: $(STAMP) proto native
 run: setup
 	$(VENV)/bin/virtufin run $(ARGS)
 
-# The flake's evaluation tests need a `nix` binary (Debian's nix-bin; nixpkgs is never fetched).
-nix-tools:
-	@command -v nix >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { apt-get update -qq && apt-get install -y -qq nix-bin; }; } || \
-	  echo "make: nix is missing; the flake tests will say how to install it" >&2
+# Tools the tests drive from Debian's packages: `nix` for the flake's evaluation tests (nixpkgs
+# is never fetched) and Chromium to open the HTML report as a person would.
+test-tools:
+	@missing=""; command -v nix >/dev/null || missing="$$missing nix-bin"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "make: missing$$missing; the tests that need them will say how to install" >&2; fi; \
+	fi
 
-test: setup nix-tools
+test: setup test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

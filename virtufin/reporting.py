@@ -107,12 +107,6 @@ def render_report(summary: Mapping[str, Any]) -> str:
             left=4,
         )
     )
-    for s in scenarios:
-        parts.append(
-            f"<figure>{_image(s.get('plot'))}<figcaption>{_e(s['scenario_id'])} — "
-            f"{_e(s['strategy'])} {_e(json.dumps(s['params']))} on {_e(', '.join(s['symbols']))}:"
-            " equity (top) and drawdown (bottom)</figcaption></figure>"
-        )
     parts.append("<h2>Promotion</h2>")
     rows = []
     for p in summary.get("promotions", []):
@@ -170,6 +164,13 @@ def render_report(summary: Mapping[str, Any]) -> str:
         )
     else:
         parts.append("<p>No live stage ran.</p>")
+    parts.append("<h2>Equity and drawdown</h2>")
+    for s in scenarios:
+        parts.append(
+            f"<figure>{_image(s.get('plot'))}<figcaption>{_e(s['scenario_id'])} — "
+            f"{_e(s['strategy'])} {_e(json.dumps(s['params']))} on {_e(', '.join(s['symbols']))}:"
+            " equity (top) and drawdown (bottom)</figcaption></figure>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 

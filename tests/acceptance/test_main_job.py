@@ -88,3 +88,46 @@ def test_a_rerun_duplicates_no_partition_or_promotion(
     ]
     assert all(p["reused"] for p in second["promotions"])
     assert second["promotion_log"] == first["promotion_log"]
+
+
+def test_the_report_renders_its_plots_in_headless_chromium(
+    first_and_second: tuple[dict, dict, Path], tmp_path: Path
+) -> None:
+    """Open the report as a person would and check the screenshot shows the plots."""
+    import shutil
+
+    from PIL import Image
+
+    browser = shutil.which("chromium")
+    assert browser is not None, "chromium is missing: apt-get install chromium (make test does)"
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            Path(first_and_second[0]["report"]).as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 2400)
+    colours = image.getcolors(maxcolors=1_000_000) or []
+    # text alone gives a handful of greys; the equity (blue) and drawdown (red) plots add
+    # thousands of anti-aliased shades
+    assert len(colours) > 1000
+    blue = sum(n for n, (r, g, b) in colours if b > 150 and r < 100)
+    red = sum(n for n, (r, g, b) in colours if r > 200 and g < 180 and b < 180)
+    assert blue > 500
+    assert red > 500

@@ -283,6 +283,7 @@ def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
             if not live["bars"] or not live["orders"]:
                 problems.append("the live stage traded nothing")
     summary = summarise(report, live, settings, args)
+    summary["seconds"] = round(time.monotonic() - args.started, 1)
     path = write_report(settings.state_dir / "reports", summary)
     return summary, path, problems
 
@@ -321,9 +322,9 @@ def _quiet_dagster(verbose: bool) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _quiet_dagster(args.verbose)
-    started = time.monotonic()
+    args.started = time.monotonic()
     summary, path, problems = _story(args)
-    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["seconds"] = round(time.monotonic() - args.started, 1)
     summary["report"] = str(path)
     summary["problems"] = problems
     if args.json:
