@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from virtufin.errors import ConfigError
 from virtufin.lanes import is_valid_id
+from virtufin.marketdata.schema import BAR_SCHEMA  # one schema for writer and reader
 
 __all__ = [
     "BAR_SCHEMA",
@@ -42,18 +43,6 @@ __all__ = [
     "parse_interval",
 ]
 
-BAR_SCHEMA: Final = pa.schema(
-    [
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("symbol", pa.string()),
-        ("interval", pa.string()),
-    ]
-)
 DATA_ROOT_ENV: Final = "VIRTUFIN_DATA_ROOT"
 _US: Final = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 _US["w"] = 7 * _US["d"]
