@@ -229,6 +229,7 @@ def run_pipeline(
     persist: bool = False,
     promote: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
+    log_level: str = "INFO",
 ) -> PipelineReport:
     """Ingest ``[start, end] × symbols``, backtest `specs` (default `default_specs`), promote.
 
@@ -241,6 +242,7 @@ def run_pipeline(
             default, an ephemeral in-memory instance, is ~4x faster (Dagster stores one event
             per (date, symbol) partition: ~9 ms each in memory, ~35 ms in SQLite).
         promote: run the promotion ladder for the best scenario.
+        log_level: the level of the runs' console logs (``CRITICAL`` silences them).
         progress: called as ``progress(stage, done, total)`` for the stages ``ingest``,
             ``backtest`` and ``promote`` (for progress bars).
     """
@@ -256,10 +258,12 @@ def run_pipeline(
             dg.DagsterInstance.from_config(str(home)) if persist else dg.DagsterInstance.ephemeral()
         )
     tick = progress or (lambda stage, done, total: None)
+    quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     try:
         tick("ingest", 0, 1)
         ingest = defs.resolve_job_def(INGEST_BARS_JOB).execute_in_process(
             instance=instance,
+            run_config=quiet,
             raise_on_error=False,
             tags={
                 _RANGE_START: f"{start.isoformat()}|{universe.symbols[0]}",
@@ -276,7 +280,7 @@ def run_pipeline(
         for done, (sid, spec) in enumerate(zip(ids, chosen, strict=True)):
             tick("backtest", done, len(ids))
             run = backtest.execute_in_process(
-                instance=instance, partition_key=sid, raise_on_error=False
+                instance=instance, partition_key=sid, raise_on_error=False, run_config=quiet
             )
             meta = _metadata(run, "backtest_results")
             reports.append(
@@ -304,7 +308,7 @@ def run_pipeline(
                 if earlier:  # decided on this very data before: a rerun adds nothing
                     return PromotionReport(sid, None, earlier, reused=True)
                 run = promote_job.execute_in_process(
-                    instance=instance, partition_key=sid, raise_on_error=False
+                    instance=instance, partition_key=sid, raise_on_error=False, run_config=quiet
                 )
                 entries = [e for e in state.run(read_log) if e.get("runid") == run.run_id]
                 return PromotionReport(sid, run.run_id, entries, reused=False)

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(state_dir: Path, *extra: str) -> dict:
+def _run(state_dir: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
     done = subprocess.run(
         [
             sys.executable,
@@ -26,7 +26,12 @@ def _run(state_dir: Path, *extra: str) -> dict:
             *extra,
         ],
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "VIRTUFIN_STATE_DIR": str(state_dir), "HOME": str(state_dir)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "VIRTUFIN_STATE_DIR": str(state_dir),
+            "HOME": str(state_dir),
+            **(env or {}),
+        },
         capture_output=True,
         text=True,
         timeout=300,
@@ -131,3 +136,43 @@ def test_the_report_renders_its_plots_in_headless_chromium(
     red = sum(n for n, (r, g, b) in colours if r > 200 and g < 180 and b < 180)
     assert blue > 500
     assert red > 500
+
+
+@pytest.mark.nats
+@pytest.mark.postgres
+def test_the_same_story_runs_on_nats_and_postgres(
+    tmp_path: Path, nats_server: str, postgres_dsn: str
+) -> None:
+    """`--bus nats --state postgres`: the live services talk over the real broker and every
+    scenario, order and promotion decision lands in a fresh PostgreSQL database."""
+    import uuid
+
+    import psycopg
+
+    database = f"vf_main_{uuid.uuid4().hex[:10]}"
+    admin = postgres_dsn.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    try:
+        dsn = postgres_dsn.rsplit("/", 1)[0] + f"/{database}"
+        summary = _run(
+            tmp_path,
+            "--bus",
+            "nats",
+            "--state",
+            "postgres",
+            env={"VIRTUFIN_POSTGRES_DSN": dsn, "VIRTUFIN_NATS_URL": nats_server},
+        )
+        assert (summary["bus"], summary["state"]) == ("nats", "postgres")
+        assert summary["problems"] == []
+        assert summary["reached"] == "LIVE"
+        assert summary["live"]["orders"] > 0
+        assert summary["live"]["fills"] > 0
+        with psycopg.connect(dsn) as conn:
+            keys = [row[0] for row in conn.execute("SELECT key FROM virtufin_state")]
+        assert "scenario.LIVE" in keys
+        assert sum(k.startswith("promotion.log.") for k in keys) == len(summary["promotion_log"])
+        assert any(k.startswith("sc.LIVE.trading.order.") for k in keys)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

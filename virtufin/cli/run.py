@@ -264,6 +264,7 @@ def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
             specs=_specs(symbols, start, end),
             settings=settings,
             progress=progress.update,
+            log_level="DEBUG" if args.verbose else "CRITICAL",  # the summary says what matters
         )
         if not report.ingestion.get("rows_stored"):
             problems.append("ingestion stored no bars")
@@ -309,19 +310,7 @@ async def run_live_stage_for(
     )
 
 
-def _quiet_dagster(verbose: bool) -> None:
-    """Dagster logs every step (and every blocking-check refusal) to stderr; the summary
-    and the report say what matters, so its logs are errors-only unless --verbose."""
-    if not verbose:
-        import logging
-
-        for name in ("dagster", "dagster.builtin", "dagster.code_server"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        os.environ.setdefault("DAGSTER_CLI_LOG_LEVEL", "CRITICAL")
-
-
 def _run(args: argparse.Namespace) -> int:
-    _quiet_dagster(args.verbose)
     args.started = time.monotonic()
     summary, path, problems = _story(args)
     summary["seconds"] = round(time.monotonic() - args.started, 1)
