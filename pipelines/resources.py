@@ -10,7 +10,7 @@
 - `bus`: `Settings.bus`, by default this process's in-process bus (production: NATS, URL from
   ``VIRTUFIN_NATS_URL``);
 - `workmanager`: `InProcessWorkManagerClient`, desired deployments in the state store
-  (production: `GatewayWorkManagerClient`, which is not written yet and says so).
+  (production: `GatewayWorkManagerClient`, which drives the WorkManager through the gateway).
 
 ``VIRTUFIN_MARKETDATA_SOURCE`` (`synthetic`, `drop_folder`, `recorded`) overrides the source.
 Assets never branch on the deployment: they depend on the resource types only.

@@ -3,15 +3,17 @@
 | class                        | status                                                       |
 |------------------------------|--------------------------------------------------------------|
 | `InProcessWorkManagerClient` | works: records desired deployments in the state store        |
-| `GatewayWorkManagerClient`   | not written yet: selecting it fails at run start, clearly    |
+| `GatewayWorkManagerClient`   | works: creates, starts and stops workers through the gateway |
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from typing import Final
+from typing import Any, Final
 
 import dagster as dg
+import grpc
 from pydantic import Field
 
 from pipelines.promotion.workmanager import (
@@ -22,12 +24,6 @@ from pipelines.promotion.workmanager import (
 from pipelines.resources import StateStoreResource
 
 __all__ = ["GatewayWorkManagerClient", "InProcessWorkManagerClient", "WorkManagerClient"]
-
-_GATEWAY_MISSING: Final = (
-    "GatewayWorkManagerClient is not implemented yet: it is to call the WorkManager through "
-    "the gateway (CreateWorker/StartWorker/StopWorker). Use VIRTUFIN_DEPLOYMENT=local (the "
-    "in-process client) until it exists"
-)
 
 
 class WorkManagerClient(dg.ConfigurableResource, ABC):  # type: ignore[type-arg]
@@ -74,19 +70,100 @@ class InProcessWorkManagerClient(WorkManagerClient):
 
 
 class GatewayWorkManagerClient(WorkManagerClient):
-    """The WorkManager behind the gateway (production). To be completed: every call raises."""
+    """The WorkManager behind the gateway (production), through the Python client.
+
+    A deployment becomes a worker whose id is the deployment id (lower-cased), created from
+    the bundled worker's manifest (``workers/<worker>/manifest.json``, a path the WorkManager
+    resolves inside its code roots), subscribed to the deployment's market lane, on its
+    scenario, with the whole deployment recorded in the worker's tags so `running` can read it
+    back. Retiring stops the worker and keeps its record and history.
+    """
 
     gateway_address: str = Field(description="host:port of the gateway (services.json)")
     api_key: str = Field(description="x-api-key for the gateway (EnvVar VIRTUFIN_API_KEY)")
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        raise NotImplementedError(_GATEWAY_MISSING)
+    def _client(self) -> Any:
+        from virtufin.client import Client
+
+        return Client(self.gateway_address, api_key=self.api_key or None)
 
     def deploy(self, deployment: Deployment) -> Deployment:
-        raise NotImplementedError(_GATEWAY_MISSING)
+        from virtufin.client import ClientError
+
+        wanted = deployment.model_copy(update={"desired": "running"})
+        worker_id = _worker_id(wanted)
+        with self._client() as client:
+            workmanager = client.gateway.workmanager
+            try:
+                workmanager.CreateWorker(
+                    {
+                        "id": worker_id,
+                        "code_source": {"url": f"workers/{wanted.worker}/manifest.json"},
+                        "topic": _market_topic(wanted),
+                        "group": worker_id,
+                        "parameters_json": json.dumps(wanted.params),
+                        "scenario_id": wanted.scenario,
+                        "version": wanted.version,
+                        "tags": _tags(wanted),
+                        "start": True,
+                    }
+                )
+            except ClientError as exc:
+                if exc.code is not grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+                workmanager.SetTags({"id": worker_id, "tags": _tags(wanted)})
+                workmanager.StartWorker({"id": worker_id})
+        return wanted
 
     def retire(self, deployment: Deployment, *, reason: str) -> Deployment:
-        raise NotImplementedError(_GATEWAY_MISSING)
+        from virtufin.client import ClientError
+
+        stopped = deployment.model_copy(update={"desired": "stopped", "reason": reason})
+        worker_id = _worker_id(stopped)
+        with self._client() as client:
+            workmanager = client.gateway.workmanager
+            try:
+                workmanager.StopWorker({"id": worker_id})
+                workmanager.SetTags({"id": worker_id, "tags": _tags(stopped)})
+            except ClientError as exc:
+                if exc.code is not grpc.StatusCode.NOT_FOUND:
+                    raise
+        return stopped
 
     def running(self, *, worker: str, step: str) -> list[Deployment]:
-        raise NotImplementedError(_GATEWAY_MISSING)
+        with self._client() as client:
+            listed = client.gateway.workmanager.ListWorkers()
+        found = []
+        for info in listed.get("workers", []):
+            raw = info.get("tags", {}).get(_DEPLOYMENT_TAG)
+            if raw is None or info.get("status") != "WORKER_STATUS_RUNNING":
+                continue
+            deployment = Deployment.model_validate_json(raw)
+            if deployment.worker == worker and deployment.step == step:
+                found.append(deployment)
+        return found
+
+
+_DEPLOYMENT_TAG: Final = "virtufin.deployment"
+
+
+def _worker_id(deployment: Deployment) -> str:
+    return deployment.id.lower()
+
+
+def _market_topic(deployment: Deployment) -> str:
+    """Every OHLCV candle of the deployment's market lane (act, or hyp.<selector>)."""
+    lane = deployment.lanes.get("market", "act")
+    return f"{'act' if lane == 'act' else 'hyp.*'}.exchange.*.ohlcv.candle.>"
+
+
+def _tags(deployment: Deployment) -> dict[str, str]:
+    text = deployment.model_dump_json()
+    if len(text) > 1024:  # Virtufin's tag value limit
+        raise ValueError(f"deployment {deployment.id} is too large to record in a worker tag")
+    return {
+        _DEPLOYMENT_TAG: text,
+        "step": deployment.step,
+        "candidate": deployment.candidate,
+        "desired": deployment.desired,
+    }

@@ -106,8 +106,10 @@ def test_local_resources_need_no_server_and_production_uses_cluster_pieces(
     assert executor_for("production").name == "k8s"
 
 
-def test_the_gateway_client_says_clearly_that_it_is_not_written_yet() -> None:
-    client = GatewayWorkManagerClient(gateway_address="127.0.0.1:5002", api_key="k")
+def test_the_gateway_client_reports_an_unreachable_gateway_clearly() -> None:
+    from virtufin.client import ClientError
+
+    client = GatewayWorkManagerClient(gateway_address="127.0.0.1:1", api_key="k")
     deployment = Deployment(
         id="w-live-1",
         worker="w",
@@ -117,12 +119,8 @@ def test_the_gateway_client_says_clearly_that_it_is_not_written_yet() -> None:
         lanes={"market": "act", "portfolio": "act", "strategy": "act"},
         candidate="BT_W_1",
     )
-    with pytest.raises(
-        NotImplementedError, match=r"not implemented yet.*VIRTUFIN_DEPLOYMENT=local"
-    ):
+    with pytest.raises(ClientError, match=r"Gateway\.InvokeJson: UNAVAILABLE"):
         client.deploy(deployment)
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
-        client.setup_for_execution(dg.build_init_resource_context())
 
 
 @pytest.mark.slow
