@@ -180,7 +180,10 @@ def _market_data(settings: Settings, env: Mapping[str, str]) -> Any:
             return DropFolderSource(folder=dg.EnvVar("VIRTUFIN_DROP_FOLDER"), **extra)
         return DropFolderSource(folder=folder or str(settings.state_dir / "drop"), **extra)
     if kind == "recorded":
-        return RecordedSource(root=str(settings.state_dir / "recorded"), **extra)
+        root = env.get("VIRTUFIN_RECORDED_ROOT") or str(settings.state_dir / "recorded")
+        if env.get("VIRTUFIN_RECORDED_SELECTOR"):
+            extra["recorded_selector"] = env["VIRTUFIN_RECORDED_SELECTOR"]
+        return RecordedSource(root=root, **extra)
     raise ConfigError(
         "environment", MARKETDATA_SOURCE_ENV, f"{kind!r} is not synthetic, drop_folder or recorded"
     )

@@ -176,3 +176,31 @@ def test_the_same_story_runs_on_nats_and_postgres(
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def test_users_own_files_replace_the_synthetic_universe(tmp_path: Path) -> None:
+    """`--data <folder>`: real GOOG bars in the common vendor CSV layout are ingested under
+    their own selector, checked and backtested; `--data <selector>` reuses that dataset."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "GOOG.csv").write_text((REPO / "tests/fixtures/GOOG.csv").read_text())
+    state = tmp_path / "state"
+    args = ["--symbols", "GOOG", "--start", "2010-01-04", "--end", "2011-12-30", "--no-live"]
+    for data in (str(drop), "USER_DATA"):
+        done = subprocess.run(
+            [sys.executable, "-m", "virtufin.cli.main", "run", "--json", "--data", data, *args],
+            cwd=REPO,
+            env={"PATH": "/usr/bin:/bin", "VIRTUFIN_STATE_DIR": str(state), "HOME": str(state)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        summary = json.loads(done.stdout)
+        assert summary["ingestion"]["rows"] == 504  # NYSE sessions of 2010 and 2011
+        assert summary["ingestion"]["failed_checks"] == []
+        assert all(s["success"] and s["trades"] > 0 for s in summary["scenarios"])
+        assert not any("ingestion" in p or "backtest" in p for p in summary["problems"])
+        # exit status 0 only if every stage did real work; here the ladder may stop early
+        assert done.returncode == (0 if not summary["problems"] else 1)
+    assert [p.name for p in (state / "data").iterdir()] == ["selector=USER_DATA"]

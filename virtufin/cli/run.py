@@ -28,12 +28,14 @@ from typing import Any, Final
 
 from virtufin.config import Settings, load_settings
 from virtufin.errors import ConfigError
+from virtufin.lanes import is_valid_id
 
-__all__ = ["register", "summarise"]
+__all__ = ["USER_SELECTOR", "register", "summarise"]
 
 DEFAULT_SYMBOLS: Final = "AAA,BBB,CCC"
 DEFAULT_START: Final = "2024-01-01"
 DEFAULT_END: Final = "2025-06-30"
+USER_SELECTOR: Final = "USER_DATA"
 _SWEEP: Final = ({"fast": 10, "slow": 20}, {"fast": 20, "slow": 50}, {"fast": 5, "slow": 30})
 
 
@@ -46,8 +48,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--end", default=DEFAULT_END, help="last day (YYYY-MM-DD)")
     parser.add_argument(
         "--data",
-        help="a folder of CSV/Parquet bar files (one file per symbol, vendor layouts) "
-        "to use instead of the synthetic universe",
+        help="your data instead of the synthetic universe: a folder of CSV/Parquet bar files "
+        "(vendor layouts), or the selector of a dataset under the state folder",
     )
     parser.add_argument("--bus", choices=("memory", "nats"), help="event bus (default memory)")
     parser.add_argument(
@@ -68,17 +70,50 @@ def _day(text: str, flag: str) -> date:
 
 
 @contextmanager
-def _data_source(folder: str | None) -> Iterator[None]:
-    """Point the ingestion at a drop folder for the duration of the run."""
-    if folder is None:
+def _data_source(data: str | None, settings: Settings) -> Iterator[None]:
+    """Point the ingestion at the user's data for the duration of the run.
+
+    A folder is a drop folder of CSV/Parquet files; a selector names a hive dataset already
+    under the state folder (``recorded/`` by the live recorder, or ``data/``), re-ingested
+    through the same checks.
+    """
+    if data is None:
         yield
         return
-    path = Path(folder).resolve()
-    if not path.is_dir():
-        raise ConfigError("command line", "--data", f"{folder!r} is not a folder")
-    saved = {k: os.environ.get(k) for k in ("VIRTUFIN_MARKETDATA_SOURCE", "VIRTUFIN_DROP_FOLDER")}
-    os.environ["VIRTUFIN_MARKETDATA_SOURCE"] = "drop_folder"
-    os.environ["VIRTUFIN_DROP_FOLDER"] = str(path)
+    env: dict[str, str]
+    path = Path(data)
+    if path.is_dir():
+        env = {
+            "VIRTUFIN_MARKETDATA_SOURCE": "drop_folder",
+            "VIRTUFIN_DROP_FOLDER": str(path.resolve()),
+            # filed apart from the synthetic universe
+            "VIRTUFIN_SELECTOR": os.environ.get("VIRTUFIN_SELECTOR", USER_SELECTOR),
+        }
+    elif is_valid_id(data):
+        root = next(
+            (
+                r
+                for r in (settings.state_dir / "recorded", settings.state_dir / "data")
+                if (r / f"selector={data}").is_dir()
+            ),
+            None,
+        )
+        if root is None:
+            raise ConfigError(
+                "command line",
+                "--data",
+                f"no dataset for selector {data!r} under {settings.state_dir}",
+            )
+        env = {
+            "VIRTUFIN_MARKETDATA_SOURCE": "recorded",
+            "VIRTUFIN_RECORDED_ROOT": str(root),
+            "VIRTUFIN_RECORDED_SELECTOR": data,
+            "VIRTUFIN_SELECTOR": data,
+        }
+    else:
+        raise ConfigError("command line", "--data", f"{data!r} is not a folder or a selector")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
@@ -129,12 +164,13 @@ class _Progress:
         self._bar.update(self._tasks[stage], completed=done, total=total)
 
 
-def _specs(symbols: list[str], start: date, end: date) -> list[Any]:
+def _specs(symbols: list[str], start: date, end: date, selector: str) -> list[Any]:
     from pipelines.backtest.specs import BacktestSpec
 
     return [
         BacktestSpec(
             worker="sma_cross",
+            selector=selector,
             commission_rate=0.001,
             paper_sessions=189,  # evidence windows long enough for slow SMAs to trade
             shadow_sessions=126,
@@ -247,7 +283,7 @@ def _print_summary(summary: dict[str, Any], report_path: Path) -> None:
 
 def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
     from pipelines import run_pipeline
-    from virtufin.marketdata import DEFAULT_SELECTOR
+    from pipelines.resources import resources_for
     from virtufin.reporting import write_report
 
     settings = load_settings(flags={"bus": args.bus, "state": args.state})
@@ -256,12 +292,13 @@ def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
     if end <= start:
         raise ConfigError("command line", "--end", "must be after --start")
     problems: list[str] = []
-    with _Progress(not (args.quiet or args.json)) as progress, _data_source(args.data):
+    with _Progress(not (args.quiet or args.json)) as progress, _data_source(args.data, settings):
+        selector = resources_for(settings)["market_data"].selector
         report = run_pipeline(
             start=start,
             end=end,
             symbols=symbols,
-            specs=_specs(symbols, start, end),
+            specs=_specs(symbols, start, end, selector),
             settings=settings,
             progress=progress.update,
             log_level="DEBUG" if args.verbose else "CRITICAL",  # the summary says what matters
@@ -277,9 +314,7 @@ def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
         if winner is not None and not args.no_live:
             spec = next(b.spec for b in report.backtests if b.scenario_id == winner.scenario_id)
             live = asyncio.run(
-                run_live_stage_for(
-                    settings, spec, report.data_root, DEFAULT_SELECTOR, args, progress
-                )
+                run_live_stage_for(settings, spec, report.data_root, selector, args, progress)
             )
             if not live["bars"] or not live["orders"]:
                 problems.append("the live stage traded nothing")
