@@ -30,7 +30,8 @@ def test_a_broken_config_file_exits_2_with_one_clear_message(
     [
         (["run", "--start", "2024-13-01"], "--start: '2024-13-01' is not a YYYY-MM-DD date"),
         (["run", "--start", "2024-05-01", "--end", "2024-01-01"], "--end: must be after --start"),
-        (["run", "--data", "/no/such/folder"], "--data: '/no/such/folder' is not a folder"),
+        (["run", "--data", "/no/such/folder"], "'/no/such/folder' is not a folder or a selector"),
+        (["run", "--data", "NO_SUCH_SEL"], "no dataset for selector 'NO_SUCH_SEL'"),
     ],
 )
 def test_run_refuses_bad_flags_before_doing_anything(
