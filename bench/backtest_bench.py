@@ -33,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
+from bench.rows import bench_row
 from virtufin.backtest import BacktestConfig, TableBars, run_backtest
 from virtufin.backtest.testkit import (
     SmaCrossConfig,
@@ -56,20 +57,6 @@ TARGETS: Final[dict[str, str]] = {
     "backtest.tracemalloc peak": "≤ 1.5",
 }
 _ROOT: Final = Path(__file__).resolve().parent.parent
-
-
-def _row(
-    name: str, value: float, unit: str, baseline_name: str, baseline: float, target: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "baseline_name": baseline_name,
-        "baseline_value": baseline,
-        "ratio": value / baseline if baseline else float("nan"),
-        "target": target,
-    }
 
 
 def _config(**overrides: Any) -> BacktestConfig:
@@ -207,7 +194,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     event = run_backtest(REFERENCE, source, params=params, config=_config())
     assert len(event.trades) in (peer_trades, peer_trades + 1), (len(event.trades), peer_trades)
     rows.append(
-        _row(
+        bench_row(
             "backtest.event bars/s",
             event.bars_per_sec,
             "bars/s",
@@ -218,7 +205,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     )
     bundled = run_backtest("sma_cross", source, params=params, config=_config())
     rows.append(
-        _row(
+        bench_row(
             "backtest.event bars/s (bundled sma_cross)",
             bundled.bars_per_sec,
             "bars/s",
@@ -231,7 +218,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     batch = run_backtest(REFERENCE, source, params=params, config=_config(mode="batch"))
     numpy_secs, _ = numpy_signals_secs(table)
     rows.append(
-        _row(
+        bench_row(
             "backtest.batch bars/s",
             batch.bars_per_sec,
             "bars/s",
@@ -241,7 +228,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         )
     )
     rows.append(
-        _row(
+        bench_row(
             "backtest.batch on_batch signals bars/s",
             n / on_batch_secs(table),
             "bars/s",
@@ -254,7 +241,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         (t.entry_bar, t.exit_bar, t.size, t.pnl) for t in event.trades
     ]
     rows.append(
-        _row(
+        bench_row(
             "backtest.batch == event trades",
             float(same),
             "bool",
@@ -269,7 +256,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     traced = {size: _probe(size, "batch", trace=True)["traced_mib"] for size in sizes}
     for size in sizes[1:]:
         rows.append(
-            _row(
+            bench_row(
                 f"backtest.peak RSS @{size:.0e} bars (event)",
                 rss[size],
                 "MiB",
@@ -279,7 +266,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             )
         )
         rows.append(
-            _row(
+            bench_row(
                 f"backtest.tracemalloc peak @{size:.0e} bars (batch)",
                 traced[size],
                 "MiB",

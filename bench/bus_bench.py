@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
+from bench.rows import bench_row
 from virtufin.bus.memory import MemoryBus
 from virtufin.bus.port import Delivery
 from virtufin.config import load_settings
@@ -65,15 +66,7 @@ TARGETS: Final[dict[str, str]] = {
 
 
 def _row(name: str, value: float, unit: str, baseline_name: str, baseline: float) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "baseline_name": baseline_name,
-        "baseline_value": baseline,
-        "ratio": value / baseline if baseline else float("nan"),
-        "target": TARGETS[name],
-    }
+    return bench_row(name, value, unit, baseline_name, baseline, TARGETS[name])
 
 
 def _events(n: int) -> list[Envelope]:

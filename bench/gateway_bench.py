@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import grpc
 
+from bench.rows import bench_row
 from virtufin.proto import ensure_built
 
 ensure_built()
@@ -56,15 +57,7 @@ TARGETS: Final[dict[str, str]] = {
 
 
 def _row(name: str, value: float, unit: str, baseline_name: str, baseline: float) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "baseline_name": baseline_name,
-        "baseline_value": baseline,
-        "ratio": value / baseline if baseline else None,
-        "target": TARGETS[name],
-    }
+    return bench_row(name, value, unit, baseline_name, baseline, TARGETS[name])
 
 
 # --------------------------------------------------------------------------- the echo backend

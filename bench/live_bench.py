@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from bench.rows import bench_row
 from virtufin.envelope import Envelope
 from virtufin.topics import EventTypes
 from workers.kit import Worker, WorkerContext
@@ -97,15 +98,7 @@ class EveryBar(Worker):
 
 
 def _row(name: str, value: float, unit: str, baseline_name: str, baseline: float) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "baseline_name": baseline_name,
-        "baseline_value": baseline,
-        "ratio": value / baseline if baseline else float("nan"),
-        "target": TARGETS[name],
-    }
+    return bench_row(name, value, unit, baseline_name, baseline, TARGETS[name])
 
 
 def _free_port() -> int:
