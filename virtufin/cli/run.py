@@ -314,7 +314,7 @@ def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
         if winner is not None and not args.no_live:
             spec = next(b.spec for b in report.backtests if b.scenario_id == winner.scenario_id)
             live = asyncio.run(
-                run_live_stage_for(settings, spec, report.data_root, selector, args, progress)
+                _live_stage(settings, spec, report.data_root, selector, args, progress)
             )
             if not live["bars"] or not live["orders"]:
                 problems.append("the live stage traded nothing")
@@ -324,7 +324,7 @@ def _story(args: argparse.Namespace) -> tuple[dict[str, Any], Path, list[str]]:
     return summary, path, problems
 
 
-async def run_live_stage_for(
+async def _live_stage(
     settings: Settings,
     spec: Any,
     data_root: Path,
