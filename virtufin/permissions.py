@@ -5,7 +5,9 @@ Virtufin's rule: only connectors publish ``act.exchange.>``, only backtest engin
 from its `publishes`/`subscribes` in `services.json`; the role adds deny lists so that a broad
 pattern (``sc.*.trading.>``) can never reach a protected lane. The rendered file is a
 nats-server ``authorization`` block; passwords are nats-server environment references
-(``$VIRTUFIN_<SERVICE>_NATS_PASSWORD``), never literals.
+(``$VIRTUFIN_<SERVICE>_NATS_PASSWORD``), never literals. nats-server parses the variable's
+value as a config token, so a password must start with a letter (``9f3a…`` reads as a number
+and the server refuses to start).
 
 Example:
     >>> rules = service_permissions(load_services().get("marketdata"))   # doctest: +SKIP

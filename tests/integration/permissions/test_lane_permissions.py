@@ -67,7 +67,9 @@ class Broker:
     def __init__(self, folder: Path, services: ServicesConfig) -> None:
         self.folder = folder
         self.port = _free_port()
-        self.passwords = {s.name: secrets.token_hex(12) for s in services.services}
+        # nats-server parses a variable's value as a config token: "9f…" would be a number
+        # followed by garbage, so passwords start with a letter (docs: virtufin.permissions)
+        self.passwords = {s.name: "p" + secrets.token_hex(12) for s in services.services}
         binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         if not Path(binary).exists():
             pytest.fail("nats-server is not installed (apt-get install nats-server)")
