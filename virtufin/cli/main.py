@@ -13,7 +13,7 @@ from typing import Final
 from virtufin import __version__
 from virtufin.errors import VirtufinError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "dispatch", "main"]
 
 #: Command modules under `virtufin.cli`, in help order.
 COMMANDS: Final = ("run", "backtest", "worker", "serve", "up", "ui", "config", "deploy")
@@ -41,13 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    return dispatch(args, prog="virtufin")
+
+
+def dispatch(args: argparse.Namespace, *, prog: str) -> int:
+    """Run the parsed command's handler: a `VirtufinError` exits 2 with one line, Ctrl-C 130."""
     try:
         status: int = args.handler(args)
     except VirtufinError as exc:
-        print(f"virtufin: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("virtufin: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return status
 

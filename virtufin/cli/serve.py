@@ -21,7 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from virtufin.errors import ConfigError, VirtufinError
+from virtufin.errors import ConfigError
 
 __all__ = ["build_parser", "main", "register", "resolve_entry"]
 
@@ -127,15 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m virtufin.cli.serve``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        status: int = args.handler(args)
-    except VirtufinError as exc:
-        print(f"virtufin serve: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return status
+    from virtufin.cli.main import dispatch
+
+    return dispatch(build_parser().parse_args(argv), prog="virtufin serve")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from typing import IO, Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from virtufin.config import ServiceConfig, ServicesConfig, load_services, load_settings
-from virtufin.errors import ConfigError, VirtufinError
+from virtufin.errors import ConfigError
 
 __all__ = [
     "ServiceRow",
@@ -530,15 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m virtufin.cli.up``; returns the exit status."""
+    from virtufin.cli.main import dispatch
+
     args = build_parser().parse_args(argv)
-    try:
-        status: int = args.handler(args)
-    except VirtufinError as exc:
-        print(f"virtufin {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return status
+    return dispatch(args, prog=f"virtufin {args.command}")
 
 
 if __name__ == "__main__":
