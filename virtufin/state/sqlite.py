@@ -117,7 +117,8 @@ class SqliteStateStore(StateStore):
                     self._conn = self._connect()
                 return fn(self._conn)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in _BUSY_CODES:
+                # extended codes (SQLITE_BUSY_RECOVERY, …) carry the primary code in the low byte
+                if exc.sqlite_errorcode & 0xFF not in _BUSY_CODES:
                     raise
                 now = time.monotonic()
                 if deadline is None:

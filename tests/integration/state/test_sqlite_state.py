@@ -176,3 +176,30 @@ async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StateError, match="closed"):
         await store.get("k")
+
+
+async def test_extended_busy_codes_are_waited_out_like_plain_busy(tmp_path: Path) -> None:
+    """A replica opening the file while another recovers its WAL gets SQLITE_BUSY_RECOVERY
+    (an extended code, 261); it must back off and retry, not fail its start-up."""
+    store = SqliteStateStore(str(tmp_path / "state.sqlite3"))
+    attempts = []
+
+    def flaky(conn: sqlite3.Connection) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = 261  # SQLITE_BUSY_RECOVERY
+            raise error
+        return "done"
+
+    assert await store._run("k", flaky) == "done"
+    assert len(attempts) == 3
+
+    def broken(conn: sqlite3.Connection) -> str:
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = 10  # SQLITE_IOERR: not a lock, raised at once
+        raise error
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        await store._run("k", broken)
+    await store.close()
