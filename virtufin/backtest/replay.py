@@ -3,11 +3,13 @@
 The hot path of a backtest is "one bar → one envelope → one publish". Everything that can be
 done per batch is done here with numpy (RFC 3339 strings, datetimes, payload floats), and the
 envelopes are built without the dataclass constructor: a frozen `Envelope` is assembled from a
-per-run template by its slot setters, which is ~3x cheaper and gives an equal object.
+per-run template by plain slot stores (`_Assembly`), which is ~5x cheaper and gives an equal
+object.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -36,9 +38,7 @@ __all__ = [
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
 _EMPTY: Final[MappingProxyType[str, Any]] = MappingProxyType({})
-_SETTERS: Final[dict[str, Callable[[Envelope, Any], None]]] = {
-    f.name: getattr(Envelope, f.name).__set__ for f in fields(Envelope)
-}
+_FIELDS: Final = tuple(f.name for f in fields(Envelope))
 _VARYING: Final = ("id", "data", "time", "eventtime")
 
 
@@ -147,13 +147,46 @@ def _codes(record: pa.RecordBatch, table: SymbolTable) -> I64:
 
 def rfc3339(micros: I64) -> list[str]:
     """RFC 3339 UTC strings as `virtufin.envelope.format_time` writes them, for a column."""
+    if len(micros) and not (micros % 1_000_000).any():
+        return _whole_seconds(micros // 1_000_000)
     stamps = micros.astype("datetime64[us]")
     whole = micros % 1_000_000 == 0
-    if whole.all():
-        return [s + "Z" for s in np.datetime_as_string(stamps, unit="s").tolist()]
     fine = np.datetime_as_string(stamps, unit="us").tolist()
     coarse = np.datetime_as_string(stamps, unit="s").tolist()
     return [(c if w else f) + "Z" for c, f, w in zip(coarse, fine, whole.tolist(), strict=True)]
+
+
+_DAY_SECS: Final = 86_400
+_DATES: dict[int, str] = {}
+
+
+@functools.cache
+def _times_of_day() -> list[str]:
+    """``THH:MM:SSZ`` for every second of a day, indexed by second (built once, ~5 MB)."""
+    return [f"T{h:02d}:{m:02d}:{s:02d}Z" for h in range(24) for m in range(60) for s in range(60)]
+
+
+def _whole_seconds(secs: I64) -> list[str]:
+    """Whole-second stamps: a date prefix per distinct day joined to a time-of-day table,
+    twice as fast as formatting each stamp with numpy."""
+    days = secs // _DAY_SECS
+    seconds = (secs - days * _DAY_SECS).tolist()
+    table = _times_of_day()
+    first, last = int(days[0]), int(days[-1])
+    if first == last and (days == first).all():
+        prefix = _date(first)
+        return [prefix + table[s] for s in seconds]
+    dates = {day: _date(day) for day in np.unique(days).tolist()}
+    return [dates[d] + table[s] for d, s in zip(days.tolist(), seconds, strict=True)]
+
+
+def _date(day: int) -> str:
+    text = _DATES.get(day)
+    if text is None:
+        if len(_DATES) > 100_000:
+            _DATES.clear()
+        text = _DATES[day] = str(np.datetime64(day, "D"))
+    return text
 
 
 def _open_times(batch: BarBatch, closes: list[str]) -> list[str]:
@@ -182,23 +215,30 @@ def datetimes(micros: I64) -> list[datetime]:
     ]
 
 
+class _Assembly:
+    """`Envelope`'s slot layout without its frozen guard. An envelope is assembled here with
+    plain slot stores, then its class is set to `Envelope` (CPython allows ``__class__``
+    assignment between classes of identical layout); the result is an ordinary frozen
+    `Envelope`, equal to the constructor's, at a fifth of the constructor's cost."""
+
+    __slots__ = Envelope.__slots__
+
+
 def _compile_builder() -> Callable[..., list[Envelope]]:
-    """Generate the envelope builder with one setter call per field, as `dataclasses` itself
-    generates ``__init__``: unrolled, it is several times cheaper than the constructor."""
-    names = list(_SETTERS)
+    """Generate the envelope builder: one slot store per field, unrolled."""
+    names = list(_FIELDS)
     lines = ["def build(template, ids, datas, times):", "    new = object.__new__"]
     for name in names:
-        lines.append(f"    set_{name} = _SETTERS[{name!r}]")
         if name not in _VARYING:
             lines.append(f"    c_{name} = template.{name}")
     lines += ["    out = []", "    append = out.append"]
     lines.append("    for ident, data, when in zip(ids, datas, times, strict=True):")
-    lines.append("        env = new(Envelope)")
+    lines.append("        env = new(_Assembly)")
     varying = {"id": "ident", "data": "data", "time": "when", "eventtime": "when"}
     for name in names:
-        lines.append(f"        set_{name}(env, {varying.get(name, 'c_' + name)})")
-    lines += ["        append(env)", "    return out"]
-    namespace: dict[str, Any] = {"_SETTERS": _SETTERS, "Envelope": Envelope}
+        lines.append(f"        env.{name} = {varying.get(name, 'c_' + name)}")
+    lines += ["        env.__class__ = Envelope", "        append(env)", "    return out"]
+    namespace: dict[str, Any] = {"_Assembly": _Assembly, "Envelope": Envelope}
     exec("\n".join(lines), namespace)
     builder: Callable[..., list[Envelope]] = namespace["build"]
     return builder
@@ -209,20 +249,17 @@ _ONE_VARYING: Final = ("id", "type", "data", "time", "eventtime", "correlationid
 
 
 def _compile_single() -> Callable[..., Envelope]:
-    """`derive_envelope`'s body, generated like `_compile_builder`'s (setters as closures)."""
-    names = list(_SETTERS)
-    lines = ["def outer(_SETTERS, Envelope):", "    new = object.__new__"]
-    lines += [f"    set_{name} = _SETTERS[{name!r}]" for name in names]
-    lines.append("    def one(template, ident, kind, data, when, correlationid):")
-    lines.append("        env = new(Envelope)")
+    """`derive_envelope`'s body, generated like `_compile_builder`'s."""
+    lines = ["def one(template, ident, kind, data, when, correlationid):"]
+    lines.append("    env = object.__new__(_Assembly)")
     varying = {"id": "ident", "type": "kind", "data": "data", "time": "when",
                "eventtime": "when", "correlationid": "correlationid"}  # fmt: skip
-    for name in names:
-        lines.append(f"        set_{name}(env, {varying.get(name, 'template.' + name)})")
-    lines += ["        return env", "    return one"]
-    namespace: dict[str, Any] = {}
+    for name in _FIELDS:
+        lines.append(f"    env.{name} = {varying.get(name, 'template.' + name)}")
+    lines += ["    env.__class__ = Envelope", "    return env"]
+    namespace: dict[str, Any] = {"_Assembly": _Assembly, "Envelope": Envelope}
     exec("\n".join(lines), namespace)
-    single: Callable[..., Envelope] = namespace["outer"](_SETTERS, Envelope)
+    single: Callable[..., Envelope] = namespace["one"]
     return single
 
 

@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from virtufin import topics
 from virtufin.bus.port import (
@@ -45,8 +45,50 @@ class _Member:
     handler: AsyncHandler | SyncHandler
     is_async: bool
     max_deliveries: int
-    queue: asyncio.Queue[tuple[str, Envelope]] | None = None
+    inbox: _Inbox | None = None
     task: asyncio.Task[None] | None = None
+
+
+class _Inbox:
+    """An async member's queue: a deque plus a wake-up future, cheaper than `asyncio.Queue`
+    (no per-event coroutine or getter bookkeeping); `join` waits for handled, not taken."""
+
+    __slots__ = ("_idle", "_items", "_unfinished", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[str, Envelope, Delivery]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._idle: asyncio.Future[None] | None = None
+        self._unfinished = 0
+
+    def put(self, item: tuple[str, Envelope, Delivery]) -> None:
+        self._items.append(item)
+        self._unfinished += 1
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> deque[tuple[str, Envelope, Delivery]]:
+        """The items, once there is at least one (the caller pops them and calls `done`)."""
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+        return self._items
+
+    def done(self) -> None:
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._idle is not None:
+            idle, self._idle = self._idle, None
+            if not idle.done():
+                idle.set_result(None)
+
+    async def join(self) -> None:
+        while self._unfinished:
+            if self._idle is None:
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
 
 
 @dataclass(eq=False)
@@ -59,7 +101,21 @@ class _Group:
     cursor: itertools.count[int] = field(default_factory=itertools.count)
 
     def pick(self) -> _Member:
-        return self.members[next(self.cursor) % len(self.members)]
+        members = self.members
+        if len(members) == 1:
+            return members[0]
+        return members[next(self.cursor) % len(members)]
+
+
+class _Route(NamedTuple):
+    """One group a topic reaches, with what the fast path needs resolved in advance."""
+
+    group: _Group
+    first: Delivery
+    """The first attempt's `Delivery` (immutable, so shared by every event)."""
+    direct: SyncHandler | None
+    """The handler when the group is one sync member (called inline without a pick)."""
+    member: _Member | None
 
 
 class _MemorySubscription(Subscription):
@@ -87,7 +143,8 @@ class MemoryBus(EventBus):
 
     Args:
         validator: lane rules checked on publish (default: topic rules, no registry).
-        dedup_window: how many recent (source, id) pairs are remembered for de-duplication.
+        dedup_window: how many recent (source, id) pairs at least are remembered for
+            de-duplication (two generations of this size: between one and two windows).
     """
 
     name = "memory"
@@ -95,10 +152,15 @@ class MemoryBus(EventBus):
     def __init__(
         self, *, validator: LaneValidator | None = None, dedup_window: int = _DEDUP_WINDOW
     ) -> None:
+        if dedup_window < 1:
+            raise ValueError(f"dedup_window must be at least 1 ({dedup_window})")
         self.validator = validator if validator is not None else LaneValidator()
         self._groups: list[_Group] = []
-        self._route_cache: dict[str, list[_Group]] = {}
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._route_cache: dict[str, tuple[_Route, ...]] = {}
+        # Ids seen per source, in two generations: no key tuple to allocate per event.
+        self._seen: dict[str, set[str]] = {}
+        self._seen_before: dict[str, set[str]] = {}
+        self._seen_count = 0
         self._dedup_window = dedup_window
         self._pending: deque[tuple[str, Envelope]] = deque()
         self._dispatching = False
@@ -106,12 +168,25 @@ class MemoryBus(EventBus):
 
     # ---------------------------------------------------------------- routing
 
-    def _routes(self, topic: str) -> list[_Group]:
+    def _routes(self, topic: str) -> tuple[_Route, ...]:
         routes = self._route_cache.get(topic)
         if routes is None:
-            routes = [g for g in self._groups if g.members and matches(g.pattern, topic)]
+            routes = tuple(
+                self._route(g, topic)
+                for g in self._groups
+                if g.members and matches(g.pattern, topic)
+            )
             self._route_cache[topic] = routes
         return routes
+
+    @staticmethod
+    def _route(group: _Group, topic: str) -> _Route:
+        first = Delivery(topic, 1, group.name)
+        if len(group.members) == 1:
+            member = group.members[0]
+            if not member.is_async:
+                return _Route(group, first, member.handler, member)  # type: ignore[arg-type]
+        return _Route(group, first, None, None)
 
     def _add(self, pattern: str, group: str | None, member: _Member) -> _Group:
         validate_pattern(pattern)
@@ -138,12 +213,19 @@ class MemoryBus(EventBus):
         self._route_cache.clear()
 
     def _is_duplicate(self, envelope: Envelope) -> bool:
-        key = (envelope.source, envelope.id)
-        if key in self._seen:
+        ident = envelope.id
+        ids = self._seen.get(envelope.source)
+        if ids is None:
+            ids = self._seen[envelope.source] = set()
+        elif ident in ids:
             return True
-        self._seen[key] = None
-        if len(self._seen) > self._dedup_window:
-            self._seen.popitem(last=False)
+        older = self._seen_before.get(envelope.source)
+        if older is not None and ident in older:
+            return True
+        ids.add(ident)
+        self._seen_count += 1
+        if self._seen_count >= self._dedup_window:
+            self._seen_before, self._seen, self._seen_count = self._seen, {}, 0
         return False
 
     # ---------------------------------------------------------------- async API
@@ -152,9 +234,10 @@ class MemoryBus(EventBus):
         await self.validator.check(topic, envelope)
         if self._is_duplicate(envelope):
             return
-        self._pending.append((topic, envelope))
-        if not self._dispatching:
-            self._run_pending()
+        if self._dispatching:
+            self._pending.append((topic, envelope))
+        else:
+            self._dispatch(topic, envelope)
 
     async def subscribe(
         self,
@@ -164,48 +247,69 @@ class MemoryBus(EventBus):
         group: str | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
     ) -> Subscription:
-        member = _Member(handler, True, max_deliveries, queue=asyncio.Queue())
+        member = _Member(handler, True, max_deliveries, inbox=_Inbox())
         entry = self._add(pattern, group, member)
         member.task = asyncio.create_task(self._consume(entry, member), name=f"bus:{pattern}")
         return _MemorySubscription(self, entry, member)
 
     async def _consume(self, group: _Group, member: _Member) -> None:
-        assert member.queue is not None
+        inbox = member.inbox
+        assert inbox is not None
+        handler: AsyncHandler = member.handler  # type: ignore[assignment]
         while True:
-            topic, envelope = await member.queue.get()
-            for attempt in range(1, member.max_deliveries + 1):
+            items = await inbox.wait()
+            while items:
+                topic, envelope, first = items.popleft()
                 try:
-                    await member.handler(envelope, Delivery(topic, attempt, group.name))  # type: ignore[misc]
-                    break
+                    await handler(envelope, first)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if attempt == member.max_deliveries:
-                        await self._dead_letter(envelope, topic, exc, attempt, group.name)
-            member.queue.task_done()
+                    await self._redeliver_async(group, member, topic, envelope, exc)
+                inbox.done()
+
+    async def _redeliver_async(
+        self, group: _Group, member: _Member, topic: str, envelope: Envelope, exc: Exception
+    ) -> None:
+        handler: AsyncHandler = member.handler  # type: ignore[assignment]
+        for attempt in range(2, member.max_deliveries + 1):
+            try:
+                await handler(envelope, Delivery(topic, attempt, group.name))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as again:
+                exc = again
+        await self._dead_letter(envelope, topic, exc, member.max_deliveries, group.name)
 
     async def _dead_letter(
         self, envelope: Envelope, topic: str, exc: BaseException, attempts: int, group: str | None
     ) -> None:
+        self._dead_letter_sync(envelope, topic, exc, attempts, group)
+        if not self._dispatching:
+            self._run_pending()
+
+    def _dead_letter_sync(
+        self, envelope: Envelope, topic: str, exc: BaseException, attempts: int, group: str | None
+    ) -> None:
+        """Count, log and queue the dead letter (delivered by the dispatch loop)."""
         self.dead_letters += 1
         reason = f"{type(exc).__name__}: {exc}"
         log.warning(
             "dead-lettering %s from %s after %d attempts: %s", envelope.id, topic, attempts, reason
         )
-        dead = dead_letter_envelope(
-            envelope, topic=topic, reason=reason, attempts=attempts, group=group
-        )
         if topic != topics.DEAD_LETTER:
+            dead = dead_letter_envelope(
+                envelope, topic=topic, reason=reason, attempts=attempts, group=group
+            )
             self._pending.append((topics.DEAD_LETTER, dead))
-            if not self._dispatching:
-                self._run_pending()
 
     async def drain(self) -> None:
         """Wait until every queued event has been handled (tests and graceful shutdown)."""
         for group in list(self._groups):
             for member in list(group.members):
-                if member.queue is not None:
-                    await member.queue.join()
+                if member.inbox is not None:
+                    await member.inbox.join()
 
     async def close(self) -> None:
         for group in list(self._groups):
@@ -242,38 +346,76 @@ class MemoryBus(EventBus):
             self.validator.check_sync(topic, envelope)
         if self._is_duplicate(envelope):
             return
-        self._pending.append((topic, envelope))
-        if not self._dispatching:
-            self._run_pending()
+        if self._dispatching:
+            self._pending.append((topic, envelope))
+        else:
+            self._dispatch(topic, envelope)
+
+    def publish_trusted(self, topic: str, envelope: Envelope) -> None:
+        """`publish_sync` for a publisher that has validated the topic's lanes and whose ids
+        are unique by construction (the backtest replay: ``<runid>-bar-<n>``): the lane and
+        de-duplication checks would find nothing, so they are not repeated per event."""
+        if self._dispatching:
+            self._pending.append((topic, envelope))
+        else:
+            self._dispatch(topic, envelope)
+
+    def _dispatch(self, topic: str, envelope: Envelope) -> None:
+        """Deliver one event, then whatever its handlers published, breadth-first."""
+        self._dispatching = True
+        try:
+            routes = self._route_cache.get(topic)
+            if routes is None:
+                routes = self._routes(topic)
+            for route in routes:
+                direct = route.direct
+                if direct is not None:
+                    try:
+                        direct(envelope, route.first)
+                    except Exception as exc:
+                        self._redeliver_sync(route, route.member, topic, envelope, exc)  # type: ignore[arg-type]
+                else:
+                    self._deliver(route, topic, envelope)
+            if self._pending:
+                self._drain_pending()
+        finally:
+            self._dispatching = False
 
     def _run_pending(self) -> None:
         self._dispatching = True
         try:
-            pending = self._pending
-            while pending:
-                t, ev = pending.popleft()
-                for group in self._routes(t):
-                    member = group.pick()
-                    if member.queue is not None:
-                        member.queue.put_nowait((t, ev))
-                    else:
-                        self._deliver_sync(group, member, t, ev)
+            self._drain_pending()
         finally:
             self._dispatching = False
 
-    def _deliver_sync(self, group: _Group, member: _Member, topic: str, envelope: Envelope) -> None:
+    def _drain_pending(self) -> None:
+        pending = self._pending
+        while pending:
+            topic, envelope = pending.popleft()
+            for route in self._routes(topic):
+                self._deliver(route, topic, envelope)
+
+    def _deliver(self, route: _Route, topic: str, envelope: Envelope) -> None:
+        member = route.group.pick()
+        inbox = member.inbox
+        if inbox is not None:
+            inbox.put((topic, envelope, route.first))
+            return
         handler: SyncHandler = member.handler  # type: ignore[assignment]
-        for attempt in range(1, member.max_deliveries + 1):
+        try:
+            handler(envelope, route.first)
+        except Exception as exc:
+            self._redeliver_sync(route, member, topic, envelope, exc)
+
+    def _redeliver_sync(
+        self, route: _Route, member: _Member, topic: str, envelope: Envelope, exc: Exception
+    ) -> None:
+        handler: SyncHandler = member.handler  # type: ignore[assignment]
+        group = route.group
+        for attempt in range(2, member.max_deliveries + 1):
             try:
                 handler(envelope, Delivery(topic, attempt, group.name))
                 return
-            except Exception as exc:
-                if attempt == member.max_deliveries:
-                    self.dead_letters += 1
-                    reason = f"{type(exc).__name__}: {exc}"
-                    log.warning("dead-lettering %s from %s: %s", envelope.id, topic, reason)
-                    if topic != topics.DEAD_LETTER:
-                        dead = dead_letter_envelope(
-                            envelope, topic=topic, reason=reason, attempts=attempt, group=group.name
-                        )
-                        self._pending.append((topics.DEAD_LETTER, dead))
+            except Exception as again:
+                exc = again
+        self._dead_letter_sync(envelope, topic, exc, member.max_deliveries, group.name)

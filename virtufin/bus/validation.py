@@ -14,18 +14,31 @@ from virtufin.scenarios import ScenarioRegistry, ScenarioStatus
 
 __all__ = ["LaneValidator"]
 
+_PARSED_CACHE = 4096
+
 
 class LaneValidator:
     """Checks topics and envelopes; with a registry, also the scenario's status."""
 
     def __init__(self, registry: ScenarioRegistry | None = None) -> None:
         self.registry = registry
+        self._parsed: dict[str, Topic] = {}
+
+    def _parse(self, topic: str) -> Topic:
+        """`lanes.parse`, remembered per topic (a process publishes to few distinct topics)."""
+        parsed = self._parsed.get(topic)
+        if parsed is None:
+            try:
+                parsed = parse(topic)
+            except TopicError as exc:
+                raise PublishRejectedError(topic, exc.reason) from None
+            if len(self._parsed) >= _PARSED_CACHE:
+                self._parsed.clear()
+            self._parsed[topic] = parsed
+        return parsed
 
     def _static(self, topic: str, envelope: Envelope) -> Topic:
-        try:
-            parsed = parse(topic)
-        except TopicError as exc:
-            raise PublishRejectedError(topic, exc.reason) from None
+        parsed = self._parse(topic)
         if parsed.family is Family.SCENARIO:
             if envelope.scenarioid is not None and envelope.scenarioid != parsed.scenario_id:
                 raise PublishRejectedError(

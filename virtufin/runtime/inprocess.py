@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from virtufin.envelope import Envelope
-from virtufin.errors import WorkerEventError, WorkerLoadError, WorkerParamsError
+from virtufin.errors import WorkerError, WorkerEventError, WorkerLoadError, WorkerParamsError
 from virtufin.runtime.constants import MIME_PYTHON_CLASS
 from virtufin.runtime.engine import Engine, EngineStatus
 from virtufin.runtime.routing import Routed, UnroutableError
@@ -135,7 +135,6 @@ class InProcessEngine(Engine):
         self.worker = worker
         self.ctx = ctx
         self._on_event = worker.on_event
-        self._auto_clock = self.binding.clock == "auto"
 
     def _run(self, event: Envelope, clock: Clock) -> Sequence[Emission]:
         ctx = self.ctx
@@ -171,16 +170,15 @@ class InProcessEngine(Engine):
             self._check_ready()
         started = perf_counter_ns()
         stamper = self.stamper
-        if self._auto_clock:
-            if event.clocktype == "historical":
-                clock: Clock = stamper.historical
-                when = event.eventtime or event.time
-                if when is not None:
-                    stamper.historical.set(when)
-            else:
-                clock = stamper.wall
+        mode = self.binding.clock
+        clock: Clock
+        if mode == "historical" or (mode == "auto" and event.clocktype == "historical"):
+            clock = stamper.historical
+            when = event.eventtime or event.time
+            if when is not None:
+                clock.set(when)
         else:
-            clock = stamper.clock_for(event)
+            clock = stamper.wall
         ctx = self.ctx
         ctx.clock = clock
         ctx.event = event
@@ -208,6 +206,28 @@ class InProcessEngine(Engine):
     def process(self, event: Envelope) -> list[Envelope]:
         outputs = self.process_routed(event)
         return [routed.envelope for routed in outputs] if outputs else []
+
+    def state_kind(self) -> str | None:
+        worker = getattr(self, "worker", None)
+        if worker is None or not type(worker).is_stateful():
+            return None
+        return f"{type(worker).__qualname__}@{type(worker).state_version}"
+
+    def snapshot(self) -> Any:
+        try:
+            return self.worker.snapshot()
+        except Exception as exc:
+            raise WorkerError(
+                self.worker_id, f"snapshot raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def restore(self, state: Any) -> None:
+        try:
+            self.worker.restore(state)
+        except Exception as exc:
+            raise WorkerLoadError(
+                self.worker_id, f"restore raised {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _stop(self) -> None:
         worker = getattr(self, "worker", None)

@@ -97,3 +97,37 @@ async def test_publishing_needs_an_active_registered_scenario() -> None:
         )
     with pytest.raises(PublishRejectedError, match="MUST NOT carry a selector"):
         bus.publish_sync("act.EQ.exchange.x.trade.tape", _event(5))
+
+
+def test_dedup_window_remembers_at_least_the_window_and_stays_bounded() -> None:
+    bus = MemoryBus(dedup_window=4)
+    seen: list[int] = []
+    bus.subscribe_sync(BAR, lambda event, _: seen.append(event.data))
+    events = [Envelope(id=f"e{n}", source="s", type="t", data=n) for n in range(12)]
+    for event in events:
+        bus.publish_sync(BAR, event)
+    # The last 4 ids are remembered whatever the generation boundary: repeats are dropped.
+    for event in events[-4:]:
+        bus.publish_sync(BAR, event)
+    # The same id from another source is another event.
+    bus.publish_sync(BAR, Envelope(id="e11", source="other", type="t", data=99))
+    # Ids older than two windows are forgotten (memory stays bounded), so they pass again.
+    bus.publish_sync(BAR, events[0])
+    assert seen == [*range(12), 99, 0]
+
+
+def test_a_trusted_publish_skips_checks_but_keeps_breadth_first_order() -> None:
+    bus = MemoryBus()
+    seen: list[str] = []
+
+    def on_bar(event: Envelope, _: Delivery) -> None:
+        seen.append(f"bar{event.data}")
+        if event.data == 1:
+            bus.publish_trusted(BAR, Envelope(id="inner", source="s", type="t", data=0))
+            seen.append("published")
+
+    bus.subscribe_sync(BAR, on_bar)
+    bus.publish_trusted(BAR, _event(1))
+    assert seen == ["bar1", "published", "bar0"]
+    with pytest.raises(PublishRejectedError):
+        bus.publish_sync("act.EQ.exchange.sim.ohlcv.candle.1d.AAA", _event(2))
