@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -95,10 +95,19 @@ class BarBatch:
     volume: F64
     sym: I64
     bar: I64
+    _by_code: dict[int, tuple[I64, I64]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.ts)
+
+    def rows_of(self, code: int) -> tuple[I64, I64]:
+        """(rows of symbol `code`, their close times), both ascending; computed once."""
+        found = self._by_code.get(code)
+        if found is None:
+            rows: I64 = np.flatnonzero(self.sym == code)
+            found = self._by_code[code] = (rows, self.ts[rows])
+        return found
 
     @classmethod
     def of(

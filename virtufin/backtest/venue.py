@@ -316,21 +316,34 @@ class SimulatedVenue:
             del self.pending[code]
 
     def next_fill_row(self, batch: BarBatch, first: int, last: int) -> int | None:
-        """The first row in first..last where a pending order could fill (the batch path)."""
+        """The first row in first..last where a pending order could fill (the batch path).
+
+        Per order a binary search in its symbol's rows (sources yield bars sorted by close
+        time): the first of them after `first` that closes after the decision; a limit order
+        then scans forward for a bar that reaches its price.
+        """
         best: int | None = None
-        sym, ts = batch.sym[first : last + 1], batch.ts[first : last + 1]
         for code, queue in self.pending.items():
+            rows, closes = batch.rows_of(code)
+            begin = int(np.searchsorted(rows, first, side="left"))
+            end = int(np.searchsorted(rows, last, side="right"))
             for order in queue:
-                ok = (sym == code) & (ts > order.submitted_at_us)
+                at = max(begin, int(np.searchsorted(closes, order.submitted_at_us, side="right")))
+                if at >= end:
+                    continue
                 if order.type == "limit":
                     assert order.limit_price is not None
+                    window = rows[at:end]
                     if order.side == "buy":
-                        ok &= batch.low[first : last + 1] <= order.limit_price
+                        hits = np.flatnonzero(batch.low[window] <= order.limit_price)
                     else:
-                        ok &= batch.high[first : last + 1] >= order.limit_price
-                hits = np.flatnonzero(ok)
-                if len(hits) and (best is None or first + int(hits[0]) < best):
-                    best = first + int(hits[0])
+                        hits = np.flatnonzero(batch.high[window] >= order.limit_price)
+                    if not len(hits):
+                        continue
+                    at += int(hits[0])
+                row = int(rows[at])
+                if best is None or row < best:
+                    best = row
         return best
 
     def close_all(self) -> None:
