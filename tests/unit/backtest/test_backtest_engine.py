@@ -92,6 +92,33 @@ def test_batch_path_makes_the_same_trades_as_the_event_path(batch_rows: int) -> 
         assert runs["batch"].stats.to_json() == runs["event"].stats.to_json()
 
 
+@pytest.mark.parametrize("batch_rows", [61, 4096])
+def test_resting_limit_orders_fill_on_the_same_bars_on_both_paths(batch_rows: int) -> None:
+    worker = f"{Path(__file__).resolve().parents[2]}/fixtures/workers/limit_pinger.py:LimitPinger"
+    two_symbols = pa.concat_tables(
+        [synthetic_bars(3_000, symbol="AAA", seed=3), synthetic_bars(3_000, symbol="BBB", seed=4)]
+    ).sort_by("ts")
+    runs = {
+        mode: run_backtest(
+            worker,
+            TableBars(two_symbols),
+            config=BacktestConfig(mode=mode, batch_rows=batch_rows, run_id="limits"),
+        )
+        for mode in ("event", "batch")
+    }
+    fills = {
+        mode: sorted(
+            (o.symbol, o.side, o.submitted_bar, o.filled_bar, o.avg_price)
+            for o in run.orders
+            if o.status == "filled"
+        )
+        for mode, run in runs.items()
+    }
+    assert len(fills["event"]) > 50
+    assert fills["batch"] == fills["event"]
+    assert _trades(runs["batch"]) == _trades(runs["event"])
+
+
 def test_batch_mode_needs_on_batch() -> None:
     with pytest.raises(ConfigError, match="has no on_batch"):
         run_backtest("sma_cross", GOOG, config=BacktestConfig(mode="batch"))
