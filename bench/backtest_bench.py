@@ -8,8 +8,8 @@
 - ``backtest.batch bars/s``: the columnar path (``on_batch`` → venue → portfolio → stats)
   against a plain numpy computation of the same crossover signals. Target: within 2×
   (ratio ≥ 0.5). ``backtest.batch on_batch signals bars/s``: the worker's ``on_batch`` alone
-  (signals and order emissions) against the same numpy. ``backtest.batch == event trades``
-  checks both paths trade identically.
+  (signals and its columnar `OrderBatch` decisions) against the same numpy.
+  ``backtest.batch == event trades`` checks both paths trade identically.
 - ``backtest.peak RSS @N`` and ``backtest.tracemalloc peak @N``: memory of a replay of N bars
   streamed from a generator (nothing held whole), each in a fresh process, against N = 10⁵.
   Flat memory means a ratio near 1 (target ≤ 1.5).
@@ -125,7 +125,7 @@ def numpy_signals_secs(table: pa.Table, repeats: int = 5) -> tuple[float, int]:
 
 
 def on_batch_secs(table: pa.Table, batch_rows: int = 16_384) -> float:
-    """The reference worker's ``on_batch`` alone over `table` (signals and order emissions)."""
+    """The reference worker's ``on_batch`` alone over `table` (signals and `OrderBatch`es)."""
     worker = SmaCrossReference()
     ctx = WorkerContext(worker_id="bench", config=SmaCrossConfig(fast=FAST, slow=SLOW))
     worker.ctx = ctx

@@ -7,15 +7,16 @@ One run::
     ──sc.<sid>.trading.order.<accepted|filled|…>──▶ portfolio ──sc.<sid>.position/pnl/trade──▶
 
 The engine registers a fresh backtest scenario (hyp/hyp/hyp) with a fresh run id, validates
-each lane once, then publishes bars with ``publish_sync(validate=False)``. Like nautilus'
+each lane once, then publishes bars with ``publish_trusted``. Like nautilus'
 `BacktestEngine` feeding its `SimulatedExchange`, the engine hands each bar to the venue
 directly (only when the bar's symbol has pending orders) before publishing it, so orders fill
 at that bar's open before the strategy sees its close. The equity curve and the statistics are
 computed per batch with numpy (`EquityBook`, `StatsAccumulator`), never per bar in Python.
 
 `mode="batch"`: the worker's ``on_batch(record_batch)`` sees whole batches and emits orders
-tagged with the bar they were decided on; the venue and portfolio then run exactly as in the
-event path, so both paths give the same trades.
+tagged with the bar they were decided on (``{"row": …}`` dicts, or columnar
+`workers.kit.batch.OrderBatch`es that a numpy strategy returns without a Python loop); the venue
+and portfolio then run exactly as in the event path, so both paths give the same trades.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from virtufin.runtime.manifest import WorkerManifest
 from virtufin.scenarios import Scenario, ScenarioRegistry, ScenarioStatus
 from virtufin.state.memory import MemoryStateStore
 from virtufin.topics import EventTypes
+from workers.kit.batch import OrderBatch
 
 __all__ = ["BacktestEngine", "run_backtest"]
 
@@ -368,13 +370,15 @@ class BacktestEngine:
         emitted = list(ctx.take_emitted())
         if isinstance(returned, list | tuple):
             emitted.extend(returned)
-        orders = sorted(
-            (
-                (self._decision_row(batch, data), kind, data)
-                for kind, data in map(_order_of, emitted)
-            ),
-            key=lambda item: item[0],
-        )
+        orders: list[tuple[int, str, Mapping[str, Any]]] = []
+        for item in emitted:
+            if isinstance(item, OrderBatch):
+                self._check_rows(batch, item)
+                orders.extend((row, _ORDER_SUBMITTED, data) for row, data in item.orders())
+            else:
+                kind, data = _order_of(item)
+                orders.append((self._decision_row(batch, data), kind, data))
+        orders.sort(key=lambda item: item[0])
         cursor = 0
         for row, kind, data in orders:
             self._advance(venue, batch, cursor, row)
@@ -410,6 +414,13 @@ class BacktestEngine:
             market.row = found
             venue.on_bar(found)
             row = found + 1
+
+    @staticmethod
+    def _check_rows(batch: BarBatch, orders: OrderBatch) -> None:
+        if len(orders) and not (int(orders.rows.min()) >= 0 and int(orders.rows.max()) < batch.n):
+            raise ConfigError(
+                "on_batch", "rows", f"OrderBatch rows outside the batch (0..{batch.n - 1})"
+            )
 
     @staticmethod
     def _decision_row(batch: BarBatch, data: Mapping[str, Any]) -> int:

@@ -14,11 +14,13 @@ from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from virtufin.backtest.data import BAR_SCHEMA, BarSource
 from virtufin.topics import EventTypes
 from workers.kit import Worker, WorkerContext
+from workers.kit.batch import OrderBatch
 
 __all__ = [
     "ScriptedOrders",
@@ -167,41 +169,74 @@ class SmaCrossReference(Worker):
         elif prev_slow < prev_fast and slow > fast:
             self._order(data["symbol"], "sell")
 
-    def on_batch(self, batch: pa.RecordBatch) -> None:
+    def on_batch(self, batch: pa.RecordBatch) -> list[OrderBatch]:
         symbols = batch.column(6)
-        unique = symbols.unique().to_pylist()
+        first = symbols[0].as_py() if batch.num_rows else None
+        if first is not None and pc.all(pc.equal(symbols, first)).as_py():
+            unique = [first]  # one symbol: cheaper to confirm than to hash every row
+        else:
+            unique = symbols.unique().to_pylist()
         closes = batch.column(4).to_numpy()
+        decided = []
         for symbol in unique:
             if len(unique) == 1:
-                rows = np.arange(batch.num_rows)
+                rows = None
                 values = closes
             else:
                 rows = np.flatnonzero(np.asarray(symbols.to_numpy(zero_copy_only=False)) == symbol)
                 values = closes[rows]
-            self._batch_symbol(symbol, rows, values)
+            orders = self._batch_symbol(symbol, rows, values)
+            if orders is not None:
+                decided.append(orders)
+        return decided
 
-    def _batch_symbol(self, symbol: str, rows: np.ndarray[Any, Any], closes: Any) -> None:
+    def _batch_symbol(
+        self, symbol: str, rows: np.ndarray[Any, Any] | None, closes: Any
+    ) -> OrderBatch | None:
+        """The symbol's crossovers in this batch, as one columnar `OrderBatch` (`rows`: the
+        symbol's rows in the batch; None when the batch is this symbol only)."""
         state = self._symbol(symbol)
-        past = np.fromiter(state.totals, dtype=np.float64, count=len(state.totals))
-        running = np.cumsum(np.concatenate(([state.total], closes)))[1:]
-        totals = np.concatenate((past, running))
-        lead = len(past)
-        state.total = float(running[-1]) if len(running) else state.total
-        state.totals.extend(totals[-(self.slow + 1) :].tolist())
-        first = max(lead, self.slow)  # first index (into totals) with a full slow window
-        if len(totals) <= first:
-            return
-        index = np.arange(first, len(totals))
-        fast = (totals[index] - totals[index - self.fast]) / self.fast
-        slow = (totals[index] - totals[index - self.slow]) / self.slow
-        prev_fast = np.concatenate(([state.prev_fast], fast[:-1]))
-        prev_slow = np.concatenate(([state.prev_slow], slow[:-1]))
+        lead, n = len(state.totals), len(closes)
+        # totals = the kept history (its last value is the running total) then the running
+        # sums of this batch, added left to right as `on_event` adds them: one buffer, one
+        # in-place cumulative sum.
+        totals = np.empty(lead + n)
+        totals[:lead] = state.totals
+        totals[lead:] = closes
+        np.cumsum(totals[lead - 1 :], out=totals[lead - 1 :])
+        state.total = float(totals[-1])
+        end = len(totals)
+        state.totals.extend(totals[max(lead, end - (self.slow + 1)) :].tolist())  # new only
+        if lead - 1 >= self.slow:  # the kept history ends on a bar with a whole window:
+            start, first = lead - 1, lead  # its averages are the "previous" of this batch
+        else:  # warming up: the first bar with a whole window has no previous averages
+            start = first = self.slow
+        if end <= first:
+            return None
+        head = totals[start:]
+        fast = (head - totals[start - self.fast : end - self.fast]) / self.fast
+        slow = (head - totals[start - self.slow : end - self.slow]) / self.slow
+        if start < first:
+            prev_fast, prev_slow, fast, slow = fast[:-1], slow[:-1], fast[1:], slow[1:]
+        else:
+            prev_fast = np.concatenate(([np.nan], fast[:-1]))
+            prev_slow = np.concatenate(([np.nan], slow[:-1]))
         state.prev_fast, state.prev_slow = float(fast[-1]), float(slow[-1])
         buys = (prev_fast < prev_slow) & (fast > slow)
         sells = ~buys & (prev_slow < prev_fast) & (slow > fast)
-        for at in np.flatnonzero(buys | sells).tolist():
-            row = int(rows[index[at] - lead])
-            self._order(symbol, "buy" if buys[at] else "sell", {"row": row})
+        at = np.flatnonzero(buys | sells)
+        if not len(at):
+            return None
+        self._orders += len(at)
+        positions = at + (first - lead)  # index into this batch's closes of the symbol
+        return OrderBatch(
+            symbol,
+            rows=positions if rows is None else rows[positions],
+            sides=np.where(buys[at], 1, -1),
+            sizing="all_in",
+            exclusive=True,
+            reason="sma_cross",
+        )
 
 
 class _SymbolState:

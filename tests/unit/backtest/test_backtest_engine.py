@@ -70,7 +70,7 @@ def test_fast_envelope_builder_equals_the_constructor() -> None:
     assert built == [template.with_changes(id="a", data={"k": 1}, time=when, eventtime=when)]
 
 
-@pytest.mark.parametrize("batch_rows", [97, 4096])
+@pytest.mark.parametrize("batch_rows", [7, 97, 4096])
 def test_batch_path_makes_the_same_trades_as_the_event_path(batch_rows: int) -> None:
     two_symbols = pa.concat_tables(
         [synthetic_bars(6_000, symbol="AAA", seed=11), synthetic_bars(6_000, symbol="BBB", seed=12)]
