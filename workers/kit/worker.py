@@ -7,6 +7,7 @@ subscribed event (in order, never concurrently), ``on_stop()`` once. Outputs go 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -51,6 +52,7 @@ class Worker:
     def on_stop(self) -> None:
         """Release resources."""
 
-    def on_batch(self, batch: Any) -> None:
-        """Handle a `pyarrow.RecordBatch` of events at once (the batch path)."""
+    def on_batch(self, batch: Any) -> Sequence[Any] | None:
+        """Handle a `pyarrow.RecordBatch` of events at once (the batch path): emit orders
+        with ``{"row": …}``, or return them, e.g. as columnar `workers.kit.batch.OrderBatch`."""
         raise NotImplementedError(f"{type(self).__name__}.on_batch")
