@@ -14,6 +14,7 @@ The Dagster assets in ``pipelines/ingestion`` are thin wrappers over these.
 from virtufin.marketdata.calendar import CALENDAR_NAMES, CalendarName, SessionCalendar
 from virtufin.marketdata.dataset import (
     COMPRESSION,
+    PARQUET_OPTIONS,
     PartitionWrite,
     list_partitions,
     partition_dir,
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_SELECTOR",
     "LIVE_BARS_PATTERN",
+    "PARQUET_OPTIONS",
     "QUARANTINE_DIR",
     "QUARANTINE_SCHEMA",
     "RECORDED_SELECTOR",

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from virtufin.marketdata import (
     BAR_SCHEMA,
@@ -18,6 +21,7 @@ from virtufin.marketdata import (
     write_partition,
     write_quarantine,
 )
+from virtufin.marketdata.dataset import _count_merge, _count_merge_rows, _dedupe_latest
 
 DAY = date(2024, 1, 2)
 
@@ -48,7 +52,14 @@ def test_the_layout_is_hive_partitioned_zstd_parquet(tmp_path: Path) -> None:
         write.path
         == tmp_path / "selector=SEL" / "symbol=AAA" / "date=2024-01-02" / "part-0.parquet"
     )
-    assert pq.ParquetFile(write.path).metadata.row_group(0).column(1).compression == "ZSTD"
+    columns = pq.ParquetFile(write.path).metadata.row_group(0)
+    assert columns.column(1).compression == "ZSTD"
+    dictionary = {
+        columns.column(i).path_in_schema
+        for i in range(columns.num_columns)
+        if "RLE_DICTIONARY" in columns.column(i).encodings
+    }
+    assert dictionary == {"symbol", "interval"}  # `PARQUET_OPTIONS`: prices do not repeat
     assert list(list_partitions(tmp_path, "SEL")) == [("AAA", DAY)]
     assert partition_dir(tmp_path, "SEL", "AAA", DAY) == write.path.parent
 
@@ -105,3 +116,18 @@ def test_the_dataset_schema_is_the_one_the_backtest_engine_reads() -> None:
     from virtufin.backtest import BAR_SCHEMA as ENGINE_SCHEMA
 
     assert BAR_SCHEMA.equals(ENGINE_SCHEMA)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 23), st.sampled_from([1.0, 2.0, 3.0])), max_size=8),
+    st.lists(st.tuples(st.integers(0, 23), st.sampled_from([1.0, 2.0, 3.0])), max_size=8),
+)
+def test_merge_counts_agree_with_a_row_by_row_comparison(
+    stored: list[tuple[int, float]], late: list[tuple[int, float]]
+) -> None:
+    old, _ = _dedupe_latest(_bars(*stored), None)
+    both = pa.concat_tables([old, _bars(*late)])
+    rank = np.concatenate([np.full(old.num_rows, -1), np.arange(len(late))]).astype(np.int64)
+    merged, _ = _dedupe_latest(both, rank)
+    assert _count_merge(old, merged) == _count_merge_rows(old, merged)

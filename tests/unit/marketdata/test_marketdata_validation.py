@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from virtufin.marketdata import (
     BAR_SCHEMA,
@@ -16,6 +19,7 @@ from virtufin.marketdata import (
     missing_sessions,
     schema_differences,
     split_valid,
+    validation,
 )
 
 CAL = SessionCalendar("xnys")
@@ -82,3 +86,68 @@ def test_measures_of_stored_data() -> None:
     assert schema_differences(BAR_SCHEMA.remove(5)) == ["missing column volume"]
     missing = missing_sessions(table, CAL, ["AAA"], date(2024, 1, 2), date(2024, 1, 8))
     assert [d.isoformat() for _, d in missing] == ["2024-01-05", "2024-01-08"]
+
+
+_FAULTS = st.sampled_from(
+    [
+        {},
+        {},
+        {},
+        {"close": None},
+        {"open": float("nan")},
+        {"low": -1.0},
+        {"high": 9.5},
+        {"low": 10.8},
+        {"volume": -5.0},
+        {"volume": None},
+        {"symbol": "BBB"},
+        {"symbol": None},
+        {"interval": "1h"},
+        {"ts": None},
+    ]
+)
+
+
+@st.composite
+def _deliveries(draw: st.DrawFn) -> pa.Table:
+    """Daily bars over two weeks (weekends and a holiday included), in any order, with
+    duplicates and each kind of fault now and then; often a clean run."""
+    days = draw(st.lists(st.integers(1, 15), min_size=1, max_size=12))
+    if draw(st.booleans()):
+        days = sorted(set(d for d in days if date(2024, 1, d).weekday() < 5 and d != 1))
+    faults = st.just({}) if draw(st.booleans()) else _FAULTS
+    rows = [_row(d, **{"close": 10.0 + i / 100, **draw(faults)}) for i, d in enumerate(days)]
+    table = pa.Table.from_pylist(rows or [_row(2)], schema=BAR_SCHEMA)
+    cut = draw(st.integers(0, table.num_rows))  # several chunks, the first one empty
+    return pa.concat_tables([table.slice(0, 0), table.slice(0, cut), table.slice(cut)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_deliveries(), st.sampled_from(["AAA", None]))
+def test_the_clean_delivery_shortcut_agrees_with_the_rule_by_rule_pass(
+    table: pa.Table, symbol: str | None
+) -> None:
+    fast = split_valid(table, calendar=CAL, source="f", symbol=symbol)
+    with patch.object(validation, "_is_clean", lambda *_: False):
+        full = split_valid(table, calendar=CAL, source="f", symbol=symbol)
+    for mine, theirs in ((fast.good, full.good), (fast.rejected, full.rejected)):
+        assert mine.schema.equals(theirs.schema)
+        assert repr(mine.to_pylist()) == repr(theirs.to_pylist())  # NaN ≠ NaN for `equals`
+    if validation._is_clean(table, CAL, symbol):
+        assert full.rejected.num_rows == 0
+        assert full.good.equals(table)  # nothing rejected, nothing reordered
+
+
+def test_a_long_clean_delivery_passes_whole_and_one_bad_row_in_it_is_still_caught() -> None:
+    start = datetime(2024, 1, 2, tzinfo=UTC)
+    rows = [_row(1, ts=start + timedelta(minutes=m + 1), interval="1m") for m in range(5000)]
+    table = pa.Table.from_pylist(rows, schema=BAR_SCHEMA)
+    always = SessionCalendar("always")
+    assert validation._is_clean(table, always, "AAA")
+    assert split_valid(table, calendar=always, source="f", symbol="AAA").good is table
+    rows[4321]["symbol"] = "BBB"
+    table = pa.Table.from_pylist(rows, schema=BAR_SCHEMA)
+    assert not validation._is_clean(table, always, None)
+    checked = split_valid(table, calendar=always, source="f", symbol="AAA")
+    assert checked.rejected.column("reason").to_pylist() == ["symbol_mismatch"]
+    assert checked.good.num_rows == 4999
