@@ -374,4 +374,11 @@ def from_http(headers: Mapping[str, str], body: bytes) -> Envelope:
     if body and not (media == "application/json" or media.endswith("+json")):
         # The SDK json-parses any body that looks like JSON; a non-JSON type keeps its bytes.
         envelope = envelope.with_changes(data=bytes(body))
+    elif body:
+        # A JSON body is the data's JSON text; the SDK reads ``""`` (an empty string) as no
+        # data, so the body is parsed here.
+        try:
+            envelope = envelope.with_changes(data=json.loads(body))
+        except ValueError as exc:
+            raise EnvelopeError("data", f"the {media} body is not JSON ({exc})") from None
     return envelope
