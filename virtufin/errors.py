@@ -14,6 +14,7 @@ Hierarchy::
     │   └── ScenarioImmutableError  LIVE, or a deleted scenario, cannot change
     ├── BusError                    the event bus could not publish or subscribe
     │   └── PublishRejectedError    the broker refused a publish (permissions, validation)
+    ├── GatewayCallError            a call through the gateway made for a host failed (code)
     └── WorkerError                 a worker failed to load, start or process (worker_id)
         ├── WorkerLoadError         a worker's code, manifest or library is unusable
         │   └── WorkerParamsError   its parameters break the manifest's schema (problems)
@@ -29,6 +30,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigError",
     "EnvelopeError",
+    "GatewayCallError",
     "PublishRejectedError",
     "ScenarioError",
     "ScenarioImmutableError",
@@ -135,6 +137,25 @@ class BusError(VirtufinError):
 
 class PublishRejectedError(BusError):
     """The broker or the publisher's own validation refused a publish."""
+
+
+class GatewayCallError(VirtufinError):
+    """A call through the gateway made on a host's behalf (a native ``gateway_call``) failed.
+
+    `code` is the gRPC status number (3 INVALID_ARGUMENT, 5 NOT_FOUND, 14 UNAVAILABLE, …) and
+    `status` its name; `backend` is True when the backend answered with the failure, False when
+    the gateway refused the call or could not be reached.
+    """
+
+    def __init__(
+        self, call: str, code: int, status: str, message: str, *, backend: bool = False
+    ) -> None:
+        self.call = call
+        self.code = code
+        self.status = status
+        self.message = message
+        self.backend = backend
+        super().__init__(f"{call}: {status}: {message}")
 
 
 class WorkerError(VirtufinError):

@@ -32,7 +32,10 @@ extern "C" {
 #define VIRTUFIN_LOG_ERROR 4
 
 /* Return codes. 0 is success; anything else fails the event (Process) or the load
- * (Configure). gateway_call answers VIRTUFIN_E_UNAVAILABLE when the host has no gateway. */
+ * (Configure). gateway_call answers 0 with the backend's JSON answer in *response; the gRPC
+ * status code (1-16) of a failed call with {"code","status","message"} in *response; or
+ * VIRTUFIN_E_UNAVAILABLE (*response NULL) when the host has no gateway. Release every non-NULL
+ * *response with free_response. */
 #define VIRTUFIN_OK 0
 #define VIRTUFIN_E_INPUT 1
 #define VIRTUFIN_E_CONFIG 2
@@ -44,7 +47,7 @@ extern "C" {
  *   offset  0  void*   engine_ptr     opaque, unique per loaded worker instance; key state by it
  *   offset  8  int32_t abi_version    = VIRTUFIN_ABI_VERSION (then 4 bytes of padding)
  *   offset 16  log                    write one log line (copied before the call returns)
- *   offset 24  gateway_call           call a Virtufin service method with a JSON request
+ *   offset 24  gateway_call           call a service method through the API gateway (JSON)
  *   offset 32  free_response          release a gateway_call response (exactly once)
  */
 typedef struct VirtufinHost {

@@ -65,6 +65,7 @@ class ServiceContext:
         port: int,
         metrics: Metrics,
         auth: AuthInterceptor,
+        requests: RequestInterceptor | None = None,
         install_signal_handlers: bool = True,
     ) -> None:
         self.config = config
@@ -73,6 +74,7 @@ class ServiceContext:
         self.port = port
         self.metrics = metrics
         self.auth = auth
+        self._requests = requests
         self.health = Health(server)
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
@@ -112,11 +114,15 @@ class ServiceContext:
     ) -> None:
         """Register a servicer; its service gets health and reflection entries.
 
+        Its handlers are wrapped by the request handling (key check, context, errors,
+        metrics) as they are registered, so calls pay for no interceptor pipeline.
+
         Example:
             >>> ctx.add_servicer(gateway_pb2_grpc.add_StateServicer_to_server, servicer,
             ...                  gateway_pb2.DESCRIPTOR.services_by_name["State"])  # doctest: +SKIP
         """
-        add_to_server(servicer, self.server)
+        target = self.server if self._requests is None else self._requests.registrar(self.server)
+        add_to_server(servicer, target)
         self._descriptors.append(service)
 
     def on_shutdown(self, name: str, hook: ShutdownHook) -> None:
@@ -244,9 +250,7 @@ async def create_context(
     metrics = Metrics(config.service.name)
     auth = AuthInterceptor(config.settings.api_keys)
     server, port = create_server(
-        config.options.address,
-        interceptors=[RequestInterceptor(metrics, auth=auth)],
-        max_receive_bytes=config.options.max_message_bytes,
+        config.options.address, max_receive_bytes=config.options.max_message_bytes
     )
     return ServiceContext(
         config,
@@ -254,5 +258,6 @@ async def create_context(
         port=port,
         metrics=metrics,
         auth=auth,
+        requests=RequestInterceptor(metrics, auth=auth),
         install_signal_handlers=install_signal_handlers,
     )

@@ -10,8 +10,8 @@ the workers.
 from __future__ import annotations
 
 import contextvars
+import random
 import re
-import secrets
 from typing import Final
 
 __all__ = [
@@ -32,6 +32,9 @@ TRACEPARENT_HEADER: Final = "traceparent"
 _TRACEPARENT_RE: Final = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
+# Ids are random, not secret: like OpenTelemetry's own id generator, take them from `random`
+# (no system call per request). `random` is re-seeded in a forked child.
+_bits = random.getrandbits
 
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "virtufin_correlation_id", default=None
@@ -56,8 +59,7 @@ def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
 
 def new_traceparent() -> str:
     """A new trace: random trace id and span id, sampled flag set."""
-    ids = secrets.token_hex(24)
-    return f"00-{ids[:32]}-{ids[32:]}-01"
+    return f"00-{_bits(128) or 1:032x}-{_bits(64) or 1:016x}-01"
 
 
 def child_traceparent(parent: str | None) -> str:
@@ -66,7 +68,7 @@ def child_traceparent(parent: str | None) -> str:
     if parsed is None:
         return new_traceparent()
     trace_id, _, flags = parsed
-    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+    return f"00-{trace_id}-{_bits(64) or 1:016x}-{flags}"
 
 
 def set_request_context(
@@ -74,7 +76,7 @@ def set_request_context(
 ) -> tuple[contextvars.Token[str | None], contextvars.Token[str | None]]:
     """Set this request's ids (a fresh correlation id when none came) and return reset tokens."""
     return (
-        _correlation.set(correlation or secrets.token_hex(16)),
+        _correlation.set(correlation or f"{_bits(128):032x}"),
         _traceparent.set(child_traceparent(trace)),
     )
 

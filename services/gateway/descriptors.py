@@ -4,7 +4,9 @@
 (with their dependencies), and builds a private `DescriptorPool`, from which message classes are
 made for JSON ↔ protobuf conversion. `SchemaCache` keeps one `BackendSchema` per backend until
 `invalidate` (a health-watch change, an UNIMPLEMENTED answer); a reload whose fingerprint (hash
-of the files) differs is logged as a schema change.
+of the files) differs is logged as a schema change. A schema also keeps what the hot path
+needs per method name as callers spell it (`BackendSchema.route`: descriptor, gRPC path,
+message classes) and its `JsonCodec`, so both go with it when it is invalidated.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.bootstrap.errors import RpcError
 from services.gateway.backends import Backend, BackendPool
+from services.gateway.jsoncodec import JsonCodec
 
-__all__ = ["INFRA_SERVICES", "BackendSchema", "SchemaCache", "fetch_schema", "path_of"]
+__all__ = ["INFRA_SERVICES", "BackendSchema", "Route", "SchemaCache", "fetch_schema", "path_of"]
 
 log = logging.getLogger(__name__)
 INFRA_SERVICES: Final = frozenset(
@@ -37,6 +40,17 @@ INFRA_SERVICES: Final = frozenset(
     }
 )
 _REFLECTION_TIMEOUT_S: Final = 10.0
+_MAX_ROUTES: Final = 1024  # spellings of method names kept per backend
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One resolved method of a backend: its descriptor, gRPC path and message classes."""
+
+    method: MethodDescriptor
+    path: str
+    request_class: type[Message]
+    response_class: type[Message]
 
 
 @dataclass
@@ -48,7 +62,9 @@ class BackendSchema:
     pool: descriptor_pool.DescriptorPool
     fingerprint: str
     methods: dict[str, MethodDescriptor] = field(default_factory=dict)
+    codec: JsonCodec = field(default_factory=JsonCodec)
     _classes: dict[str, type[Message]] = field(default_factory=dict)
+    _routes: dict[str, Route] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bare: dict[str, list[MethodDescriptor]] = {}
@@ -87,6 +103,25 @@ class BackendSchema:
                 f"backend {self.backend!r} has no method {name!r} (services: "
                 f"{', '.join(self.services) or 'none'})",
             )
+        return found
+
+    def route(self, name: str) -> Route:
+        """`method` of `name` with its path and message classes (cached per spelling).
+
+        Raises:
+            RpcError: as `method`.
+        """
+        found = self._routes.get(name)
+        if found is None:
+            method = self.method(name)
+            found = Route(
+                method,
+                path_of(method),
+                self.message_class(method.input_type),
+                self.message_class(method.output_type),
+            )
+            if len(self._routes) < _MAX_ROUTES:
+                self._routes[name] = found
         return found
 
     def message_class(self, descriptor: Descriptor) -> type[Message]:

@@ -2,8 +2,9 @@
 
 ``Invoke``/``InvokeJson`` route to the backend named in ``services.json`` (round-robin over
 ``grpc.hosts``, retries and circuit breakers in `BackendPool`), with method and message types
-learned through the backend's reflection (`SchemaCache`). A bad request to the gateway (unknown
-service or method, JSON that does not fit the request type) fails the call itself
+learned through the backend's reflection (`SchemaCache`; each method is resolved once per
+spelling, and JSON goes through the schema's planned `JsonCodec`). A bad request to the gateway
+(unknown service or method, JSON that does not fit the request type) fails the call itself
 (NOT_FOUND / INVALID_ARGUMENT); whatever the backend answers is reported in-band
 (``success``, ``status``, ``message``), as Virtufin's API does. An UNIMPLEMENTED answer means
 the cached schema may be stale: the cache is dropped and the call tried once more.
@@ -14,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf import json_format
@@ -23,7 +23,13 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from services.bootstrap.errors import RpcError
 from services.gateway.backends import Backend, BackendPool
-from services.gateway.descriptors import INFRA_SERVICES, BackendSchema, SchemaCache, path_of
+from services.gateway.descriptors import (
+    INFRA_SERVICES,
+    BackendSchema,
+    Route,
+    SchemaCache,
+    path_of,
+)
 from services.gateway.events import topic_event
 from services.gateway.hub import READY_HEADER, EventFilter, EventHub
 from services.gateway.schema import message_schema
@@ -89,12 +95,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         remaining = context.time_remaining()
         return None if remaining is None else max(0.001, remaining - 0.005)
 
-    async def _resolve(
-        self, backend: Backend, method: str
-    ) -> tuple[BackendSchema, MethodDescriptor]:
-        schema = await self._schemas.get(backend)
+    async def _resolve(self, backend: Backend, method: str) -> tuple[BackendSchema, Route]:
+        schema = self._schemas.cached(backend.name) or await self._schemas.get(backend)
         try:
-            found = schema.method(method)
+            route = schema.route(method)
         except RpcError as exc:
             if exc.code is not grpc.StatusCode.NOT_FOUND or self._schemas.age(backend.name) < 1.0:
                 raise
@@ -102,38 +106,38 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             # one reload a second, so that unknown names cannot keep us reflecting).
             self._schemas.invalidate(backend.name, f"unknown method {method!r}")
             schema = await self._schemas.get(backend)
-            found = schema.method(method)
-        _unary(found)
-        return schema, found
+            route = schema.route(method)
+        _unary(route.method)
+        return schema, route
 
     async def _call(
         self,
         backend: Backend,
         method: str,
-        encode: Any,
+        encode: Callable[[BackendSchema, Route], bytes],
         context: grpc.aio.ServicerContext,
-    ) -> tuple[BackendSchema, MethodDescriptor, bytes | grpc.aio.AioRpcError | RpcError]:
-        """Resolve, encode with `encode(schema, method)`, call; retry once on UNIMPLEMENTED."""
+    ) -> tuple[BackendSchema, Route, bytes | grpc.aio.AioRpcError | RpcError]:
+        """Resolve, encode with `encode(schema, route)`, call; retry once on UNIMPLEMENTED."""
         for attempt in (1, 2):
             try:
-                schema, found = await self._resolve(backend, method)
+                schema, route = await self._resolve(backend, method)
             except RpcError as exc:
                 if exc.code is grpc.StatusCode.UNAVAILABLE:
                     raise _InBand(exc) from None
                 raise
-            payload = encode(schema, found)
+            payload = encode(schema, route)
             try:
                 raw = await self._backends.call(
-                    backend, path_of(found), payload, deadline_s=self._timeout(context)
+                    backend, route.path, payload, deadline_s=self._timeout(context)
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is grpc.StatusCode.UNIMPLEMENTED and attempt == 1:
-                    self._schemas.invalidate(backend.name, f"{path_of(found)} is UNIMPLEMENTED")
+                    self._schemas.invalidate(backend.name, f"{route.path} is UNIMPLEMENTED")
                     continue
-                return schema, found, exc
+                return schema, route, exc
             except RpcError as exc:  # every circuit open
-                return schema, found, exc
-            return schema, found, raw
+                return schema, route, exc
+            return schema, route, raw
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def Invoke(
@@ -142,7 +146,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         backend = self._backends.get(request.service)
         try:
             _, _, outcome = await self._call(
-                backend, request.method, lambda s, m: request.request_data, context
+                backend, request.method, lambda s, r: request.request_data, context
             )
         except _InBand as exc:
             return gateway_pb2.InvokeResponse(
@@ -157,21 +161,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self, request: gateway_pb2.InvokeJsonRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.InvokeJsonResponse:
         backend = self._backends.get(request.service)
+        text = request.request_data.strip() or "{}"
 
-        def encode(schema: BackendSchema, method: MethodDescriptor) -> bytes:
-            message = schema.message_class(method.input_type)()
-            text = request.request_data.strip() or "{}"
+        def encode(schema: BackendSchema, route: Route) -> bytes:
             try:
-                json_format.Parse(text, message)
+                return schema.codec.parse(text, route.request_class)
             except json_format.ParseError as exc:
                 raise RpcError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request_data does not fit {method.input_type.full_name}: {exc}",
+                    f"request_data does not fit {route.method.input_type.full_name}: {exc}",
                 ) from None
-            return bytes(message.SerializeToString())
 
         try:
-            schema, found, outcome = await self._call(backend, request.method, encode, context)
+            schema, route, outcome = await self._call(backend, request.method, encode, context)
         except _InBand as exc:
             return gateway_pb2.InvokeJsonResponse(
                 success=False, status=exc.error.code.value[0], message=exc.error.message
@@ -179,14 +181,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         if not isinstance(outcome, bytes):
             code, message = _failure(outcome)
             return gateway_pb2.InvokeJsonResponse(success=False, status=code, message=message)
-        reply = schema.message_class(found.output_type).FromString(outcome)
-        text = json_format.MessageToJson(
-            reply,
-            preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True,
-            indent=None,
+        reply = route.response_class.FromString(outcome)
+        return gateway_pb2.InvokeJsonResponse(
+            success=True, status=0, response_data=schema.codec.dumps(reply)
         )
-        return gateway_pb2.InvokeJsonResponse(success=True, status=0, response_data=text)
 
     # ------------------------------------------------------------------ discovery
 

@@ -6,12 +6,20 @@ write the worker's record in the state store (``workmanager.worker.<id>`` +
 each other's writes on ``state-changes``. On start, the replica holding the recovery lease
 (``workmanager.recovery.leader``) restarts every worker meant to run, while health reports
 NOT_SERVING. Replicas running the same worker compete for its events (one durable consumer per
-worker group).
+worker group). A stateful worker's snapshot (``workmanager.snapshot.<id>``) is saved after each
+input that changed it, so a recovered worker resumes where it left off; DeleteWorker removes it.
+
+Native workers' ``gateway_call`` reaches the API gateway through a `GatewayBridge`
+(``Gateway.InvokeJson``, as the Python client calls it): the gateway is
+``$VIRTUFIN_API_HOST:$VIRTUFIN_API_GRPC_PORT`` when either is set, else the ``services.json``
+entry with role ``gateway``; the key sent is ``$VIRTUFIN_API_KEY``, else the first of this
+service's own keys.
 
 Environment (besides the bootstrap's): ``VIRTUFIN_REPLICA_ID`` (default
 ``<hostname>:<grpc port>``), ``WORKER_RECOVERY_ON_START`` (default ``true``),
 ``WORKER_RECOVERY_LEASE_TTL_SECONDS`` (300), ``VIRTUFIN_HEARTBEAT_SECONDS`` (10),
-``VIRTUFIN_CODE_ROOTS``, ``ALLOWED_CODE_SOURCE_HOSTS``.
+``VIRTUFIN_CODE_ROOTS``, ``ALLOWED_CODE_SOURCE_HOSTS``,
+``VIRTUFIN_GATEWAY_CALL_TIMEOUT_SECONDS`` (10, one native ``gateway_call``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from services.workmanager.telemetry import WorkManagerCollector
 from virtufin import statekeys, topics
 from virtufin.bus.port import Delivery
 from virtufin.bus.validation import LaneValidator
+from virtufin.client import DEFAULT_GATEWAY_CALL_TIMEOUT_SECONDS, GatewayBridge, default_target
 from virtufin.config import load_versions
 from virtufin.envelope import Envelope
 from virtufin.errors import ConfigError
@@ -45,7 +54,7 @@ from virtufin.state.observed import ObservedStateStore
 ensure_built()
 from virtufin.proto.gen import workmanager_pb2, workmanager_pb2_grpc  # noqa: E402
 
-__all__ = ["replica_id", "serve"]
+__all__ = ["gateway_bridge", "replica_id", "serve"]
 
 
 def replica_id(port: int) -> str:
@@ -58,6 +67,22 @@ def _flag(name: str, default: bool) -> bool:
     if raw is None or raw == "":
         return default
     return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def gateway_bridge(ctx: ServiceContext) -> GatewayBridge | None:
+    """The bridge native workers' ``gateway_call`` goes through (None: no gateway known)."""
+    if os.environ.get("VIRTUFIN_API_HOST") or os.environ.get("VIRTUFIN_API_GRPC_PORT"):
+        target = default_target()
+    else:
+        entry = next((s for s in ctx.services.services if s.role == "gateway"), None)
+        if entry is None:
+            return None
+        target = entry.grpc.address
+    keys = ctx.settings.api_keys
+    key = os.environ.get("VIRTUFIN_API_KEY") or (keys[0] if keys else "")
+    raw_timeout = os.environ.get("VIRTUFIN_GATEWAY_CALL_TIMEOUT_SECONDS")
+    timeout = float(raw_timeout) if raw_timeout else DEFAULT_GATEWAY_CALL_TIMEOUT_SECONDS
+    return GatewayBridge(target, api_key=key, timeout=timeout)
 
 
 def _library_version() -> str:
@@ -77,12 +102,20 @@ async def serve(ctx: ServiceContext) -> None:
     safe_replica = re.sub(r"[^A-Za-z0-9_.-]", "_", replica)
     work_dir = ctx.settings.state_dir / "workmanager"
     heartbeat_s = float(os.environ.get("VIRTUFIN_HEARTBEAT_SECONDS") or 10.0)
+    bridge = gateway_bridge(ctx)  # closed after the supervisor (hooks run last first)
+    if bridge is not None:
+
+        async def close_bridge() -> None:
+            bridge.close()
+
+        ctx.on_shutdown("gateway bridge", close_bridge)
     supervisor = Supervisor(
         bus,
         config=SupervisorConfig(
             heartbeat_interval_secs=heartbeat_s,
             code_dir=str(work_dir / "reload" / safe_replica),
         ),
+        snapshots=state,  # stateful workers resume after a restart (workers.kit.snapshots)
     )
     ctx.on_shutdown("supervisor", supervisor.close)
     records = WorkerRecords(ObservedStateStore(state, bus.publish, service=ctx.name))
@@ -91,6 +124,7 @@ async def serve(ctx: ServiceContext) -> None:
         records,
         replica=replica,
         policy=CodePolicy.from_env(work_dir / "code"),
+        gateway=bridge,
     )
     ttl = float(os.environ.get("WORKER_RECOVERY_LEASE_TTL_SECONDS") or DEFAULT_LEASE_TTL_SECONDS)
     lease = RecoveryLease(state, holder=replica, ttl_seconds=ttl)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from services.workmanager.code import CodePolicy, resolve_code
@@ -53,6 +53,7 @@ class WorkerHost:
         records: the shared records.
         replica: this replica's id (the ``host`` its records carry).
         policy: where code may come from.
+        gateway: answers native workers' ``gateway_call`` (None: "unavailable").
     """
 
     def __init__(
@@ -62,11 +63,13 @@ class WorkerHost:
         *,
         replica: str,
         policy: CodePolicy,
+        gateway: Callable[[str, str, bytes], bytes] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.records = records
         self.replica = replica
         self.policy = policy
+        self.gateway = gateway
         self._locks: dict[str, asyncio.Lock] = {}
         self._versions: dict[str, str] = {}
 
@@ -106,6 +109,7 @@ class WorkerHost:
             env=dict(info.env),
             tags=dict(info.tags),
             scenario_id=info.scenario_id or None,
+            gateway=self.gateway,
         )
         self._versions[record.id] = info.version
 

@@ -12,6 +12,9 @@ Both expose the gateway's services as attributes, with typed calls:
 - ``client.config``: ``list_services``, ``get_service`` (as `ServiceConfig`);
 - ``client.workmanager``: the WorkManager's RPCs with its protobuf messages.
 
+`GatewayBridge` is a blocking, thread-safe ``InvokeJson`` with JSON bytes in and out: what the
+WorkManager binds to native workers' ``gateway_call``.
+
 The API key comes from the argument or ``VIRTUFIN_API_KEY``; the target from the argument or
 ``VIRTUFIN_API_HOST``/``VIRTUFIN_API_GRPC_PORT`` (default ``localhost:5002``). Failures raise
 `ClientError` with the gRPC status ``code``.
@@ -34,11 +37,13 @@ from virtufin.client._async import (
     WorkManagerApi,
     default_target,
 )
+from virtufin.client._bridge import DEFAULT_GATEWAY_CALL_TIMEOUT_SECONDS, GatewayBridge
 from virtufin.client._errors import ClientError
 from virtufin.client._streams import READY_HEADER, Event, EventStream
 from virtufin.client._sync import Client, SyncEventStream
 
 __all__ = [
+    "DEFAULT_GATEWAY_CALL_TIMEOUT_SECONDS",
     "DEFAULT_RESULT_TIMEOUT_SECONDS",
     "READY_HEADER",
     "AsyncClient",
@@ -48,6 +53,7 @@ __all__ = [
     "Event",
     "EventStream",
     "GatewayApi",
+    "GatewayBridge",
     "PubsubApi",
     "ServiceProxy",
     "StateApi",

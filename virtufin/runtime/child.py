@@ -7,6 +7,11 @@
 only (plus cffi in native mode), so it mirrors `virtufin.runtime.frames` instead of importing
 it. Parameters arrive in the environment (``VIRTUFIN_WORKER_ID``, ``VIRTUFIN_WORKER_PARAMS``).
 
+A script defining both ``Snapshot()`` (its state as a JSON value) and ``Restore(state)`` is
+stateful: ``ready`` says ``"stateful": true`` and its ``STATE_VERSION`` (default 1), and the
+child answers ``snapshot`` with ``{"type":"result","state":…}`` and ``restore`` (with
+``state``) with ``{"type":"result"}``.
+
 Blocked modules: after the child's own imports, every module on the block list (and its
 ``_``-prefixed C twin, e.g. ``_socket``) is dropped from ``sys.modules`` and a meta-path hook
 refuses to import it again, directly or through another module. This keeps honest scripts
@@ -111,6 +116,38 @@ def _frame(ok: bool, members: bytes) -> bytes:
     return b'{"type":"result",' + members + b"}" if members else b'{"type":"result"}'
 
 
+class StateHooks:
+    """A stateful script's ``Snapshot`` and ``Restore``, and its ``STATE_VERSION``."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.snapshot: Callable[[], Any] = module.__dict__["Snapshot"]
+        self.restore: Callable[[Any], Any] = module.__dict__["Restore"]
+        version = module.__dict__.get("STATE_VERSION", 1)
+        self.version = version if isinstance(version, int) else 1
+
+    @staticmethod
+    def of(module: ModuleType) -> StateHooks | None:
+        found = module.__dict__
+        if callable(found.get("Snapshot")) and callable(found.get("Restore")):
+            return StateHooks(module)
+        return None
+
+    def ready(self) -> bytes:
+        return b'{"type":"ready","stateful":true,"stateVersion":%d}' % self.version
+
+    def answer(self, frame: dict[str, Any]) -> bytes:
+        """The reply to a ``snapshot`` or ``restore`` frame."""
+        kind = frame.get("type")
+        try:
+            if kind == "snapshot":
+                return b'{"type":"result","state":' + _dumps(self.snapshot()).encode() + b"}"
+            self.restore(frame.get("state"))
+            return b'{"type":"result"}'
+        except Exception as exc:
+            name = "Snapshot" if kind == "snapshot" else "Restore"
+            return _frame(*_exception(exc, f"{name} raised"))
+
+
 def load_script(code: str) -> Handler:
     """Execute the script as module ``__worker__`` and wrap its ``Process(event)``."""
     directory = os.path.dirname(os.path.abspath(code))
@@ -146,10 +183,22 @@ def load_native(library: str, root: str) -> tuple[Handler, Callable[[], None]]:
     from virtufin.runtime.native_lib import NativeCallError, NativeLibrary
 
     class ChildLibrary(NativeLibrary):
+        bridge: Any = None
+
         def log(self, level: int, message: str) -> None:
             super().log(level, message)
             sys.stderr.write(f"native log level {level}: {message}\n")
             sys.stderr.flush()
+
+        def gateway_call(self, service: str, method: str, request: bytes) -> bytes:
+            if self.bridge is None:
+                if not os.environ.get("VIRTUFIN_GATEWAY_TARGET"):
+                    raise NotImplementedError("no gateway")
+                from virtufin.client._bridge import GatewayBridge
+
+                self.bridge = GatewayBridge.from_env(os.environ)
+            result: bytes = self.bridge(service, method, request)
+            return result
 
     lib = ChildLibrary(library, worker_id=os.environ.get("VIRTUFIN_WORKER_ID", ""))
     config = os.environ.get("VIRTUFIN_NATIVE_CONFIG", "{}").encode("utf-8")
@@ -185,7 +234,7 @@ def _batch(handler: Handler, events: list[Any]) -> bytes:
     return b'{"type":"result","results":[' + b",".join(items) + b"]}"
 
 
-def serve(channel: _Channel, handler: Handler) -> None:
+def serve(channel: _Channel, handler: Handler, state: StateHooks | None = None) -> None:
     """Answer frames until ``shutdown`` or the host goes away."""
     prefix_len = len(_PROCESS_PREFIX)
     while True:
@@ -204,6 +253,8 @@ def serve(channel: _Channel, handler: Handler) -> None:
             channel.send(_frame(*handler(b"", frame.get("cloudEvent"))))
         elif kind == "ping":
             channel.send(b'{"type":"pong"}')
+        elif kind in ("snapshot", "restore") and state is not None:
+            channel.send(state.answer(frame))
         elif kind == "shutdown":
             return
         else:
@@ -222,19 +273,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.connect(args.socket)
     channel = _Channel(sock)
     close: Callable[[], None] = lambda: None  # noqa: E731 - replaced in native mode
+    state: StateHooks | None = None
     try:
         if args.native:
             handler, close = load_native(args.native, args.root)
         else:
             block_modules(args.blocked.split(","))
             handler = load_script(args.code)
+            state = StateHooks.of(sys.modules["__worker__"])
     except BaseException as exc:
         channel.send(_frame(*_exception(exc, "load failed")))
         sock.close()
         return 1
-    channel.send(b'{"type":"ready"}')
+    channel.send(state.ready() if state is not None else b'{"type":"ready"}')
     try:
-        serve(channel, handler)
+        serve(channel, handler, state)
     finally:
         close()
         sock.close()

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from virtufin.envelope import Envelope
-from virtufin.errors import WorkerError, WorkerEventError
+from virtufin.errors import WorkerError, WorkerEventError, WorkerLoadError
 from virtufin.runtime.manifest import Isolation, WorkerManifest
 from virtufin.runtime.metrics import WorkerMetrics
 from virtufin.runtime.routing import Binding, Routed, Stamper, UnroutableError
@@ -71,6 +71,9 @@ class Engine:
     | _stop       | no       | release the child, library or instance                       |
     | _health     | no       | extra health fields (restarts, pid, …)                       |
     | blocking    | no       | True: `aprocess` runs `process` in a thread                  |
+    | state_kind  | no       | what the worker's snapshots are; None (default): it has none |
+    | snapshot    | with it  | the worker's state as a JSON value                           |
+    | restore     | with it  | give a snapshot back to a freshly loaded worker              |
 
     Args:
         manifest: the worker's manifest.
@@ -80,7 +83,8 @@ class Engine:
 
     mime_type: ClassVar[str] = ""
     isolation: ClassVar[Isolation] = "in_process"
-    blocking: ClassVar[bool] = False
+    blocking: bool = False
+    """True: async hosts call `process` in a worker thread (a subclass or an instance sets it)."""
 
     def __init__(
         self,
@@ -124,6 +128,31 @@ class Engine:
 
     def _health(self) -> dict[str, Any]:
         return {}
+
+    # ------------------------------------------------------------------ state snapshots
+
+    def state_kind(self) -> str | None:
+        """What this worker's snapshots are (e.g. ``SmaCross@1``: class and state version);
+        None when it keeps none. The host restores a snapshot only into the same kind."""
+        return None
+
+    def snapshot(self) -> Any:
+        """The loaded worker's state, a JSON value.
+
+        Raises:
+            WorkerEventError: not taken this time (e.g. the worker's child just died): the host
+                hands the input back to be processed again.
+            WorkerError: the worker keeps no snapshots, or taking one failed.
+        """
+        raise WorkerError(self.worker_id, f"{type(self).__name__} keeps no snapshots")
+
+    def restore(self, state: Any) -> None:
+        """Give the loaded worker a state that `snapshot` returned (before any event).
+
+        Raises:
+            WorkerLoadError: the worker could not take it.
+        """
+        raise WorkerLoadError(self.worker_id, f"{type(self).__name__} keeps no snapshots")
 
     # ------------------------------------------------------------------ API
 

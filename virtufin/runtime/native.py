@@ -7,11 +7,19 @@ frames, so a segfault only kills the child, which is restarted like a crashed Py
 
 Both call ``Configure`` once before the first event with
 ``{"worker_id": …, "params": {…}, "env": {…}}`` when the library exports it.
+
+``gateway_call`` goes to the binding's gateway (the WorkManager binds a
+`virtufin.client.GatewayBridge`). A gateway call blocks until the backend answers, and the
+backend may be the very service hosting the worker, so an in-process engine with a gateway is
+`blocking`: async hosts run its events in a worker thread (one at a time), never on their event
+loop. In safe mode the child rebuilds the bridge from the environment and calls the gateway
+itself.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +29,7 @@ from virtufin.envelope import Envelope
 from virtufin.errors import WorkerEventError, WorkerLoadError
 from virtufin.runtime.constants import MIME_NATIVE
 from virtufin.runtime.engine import Engine
+from virtufin.runtime.manifest import WorkerManifest
 from virtufin.runtime.native_lib import NativeCallError, NativeLibrary
 from virtufin.runtime.process import ProcessEngine
 from virtufin.runtime.routing import Binding
@@ -74,6 +83,17 @@ class NativeEngine(Engine):
     mime_type = MIME_NATIVE
     isolation = "in_process"
 
+    def __init__(
+        self,
+        manifest: WorkerManifest,
+        *,
+        params: Mapping[str, Any] | None = None,
+        binding: Binding | None = None,
+    ) -> None:
+        super().__init__(manifest, params=params, binding=binding)
+        self.blocking = self.binding.gateway is not None
+        self._lock = threading.Lock()  # one call into the instance at a time, on any thread
+
     def _load(self) -> None:
         lib = _HostLibrary(
             self.manifest.entry_point, worker_id=self.worker_id, binding=self.binding
@@ -88,7 +108,8 @@ class NativeEngine(Engine):
 
     def _run(self, event: Envelope, clock: Clock) -> Sequence[Emission]:
         try:
-            raw = self._call(event_json(event))
+            with self._lock:
+                raw = self._call(event_json(event))
         except NativeCallError as exc:
             raise WorkerEventError(self.worker_id, exc.reason, event=event) from None
         if raw is None:
@@ -98,7 +119,8 @@ class NativeEngine(Engine):
     def _stop(self) -> None:
         lib = getattr(self, "lib", None)
         if lib is not None:
-            lib.close()
+            with self._lock:
+                lib.close()
 
 
 class NativeSafeEngine(ProcessEngine):
@@ -115,4 +137,8 @@ class NativeSafeEngine(ProcessEngine):
 
     def _child_env(self) -> dict[str, str]:
         config = native_config(self.worker_id, self.params, self.binding.env)
-        return {"VIRTUFIN_NATIVE_CONFIG": config.decode("utf-8")}
+        env = {"VIRTUFIN_NATIVE_CONFIG": config.decode("utf-8")}
+        child_env = getattr(self.binding.gateway, "child_env", None)
+        if callable(child_env):  # a GatewayBridge: the child calls the gateway itself
+            env.update(child_env())
+        return env

@@ -8,16 +8,20 @@ docs/spec/native-abi.md is the contract.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
 from typing import Any, Final
 
-from virtufin.errors import WorkerLoadError
+from virtufin.errors import GatewayCallError, WorkerLoadError
 
-__all__ = ["ABI_VERSION", "CDEF", "NativeCallError", "NativeLibrary", "ffi"]
+__all__ = ["ABI_VERSION", "CDEF", "GATEWAY_UNAVAILABLE", "NativeCallError", "NativeLibrary", "ffi"]
 
 ABI_VERSION: Final = 1
+GATEWAY_UNAVAILABLE: Final = -1
+"""``gateway_call``'s answer when the host has no gateway (``VIRTUFIN_E_UNAVAILABLE``)."""
+_INTERNAL: Final = 13  # gRPC INTERNAL: the host failed in an unexpected way
 CDEF: Final = """
 typedef struct VirtufinHost {
     void* engine_ptr;
@@ -74,9 +78,23 @@ def _log_callback(engine_ptr: Any, level: int, message: Any) -> None:
         lib.log(int(level), text)
 
 
+def _hand_out(answer: bytes, response: Any, response_len: Any) -> None:
+    """Give the library a host-owned copy of `answer` (released by ``free_response``)."""
+    buf = ffi.new("uint8_t[]", max(len(answer), 1))
+    ffi.memmove(buf, answer, len(answer))
+    with _lock:
+        _responses[int(ffi.cast("uintptr_t", buf))] = buf
+    response[0] = buf
+    response_len[0] = len(answer)
+
+
+def _error_body(code: int, status: str, message: str) -> bytes:
+    return json.dumps({"code": code, "status": status, "message": message}).encode("utf-8")
+
+
 @ffi.callback(  # type: ignore[untyped-decorator]
     "int32_t(void*, const char*, const char*, const uint8_t*, int32_t, uint8_t**, int32_t*)",
-    onerror=lambda *_: -1,
+    onerror=lambda *_: GATEWAY_UNAVAILABLE,
 )
 def _gateway_callback(
     engine_ptr: Any,
@@ -88,21 +106,30 @@ def _gateway_callback(
     response_len: Any,
 ) -> int:
     lib = _instance(engine_ptr)
-    if lib is None:
-        return -1
+    if lib is None or response == ffi.NULL or response_len == ffi.NULL:
+        return GATEWAY_UNAVAILABLE
+    response[0] = ffi.NULL
+    response_len[0] = 0
     payload = ffi.unpack(ffi.cast("char*", request), request_len) if request != ffi.NULL else b""
+    name = "?.?"
     try:
-        answer = lib.gateway_call(
-            ffi.string(service).decode("utf-8"), ffi.string(method).decode("utf-8"), payload
-        )
+        service_name = ffi.string(service).decode("utf-8") if service != ffi.NULL else ""
+        method_name = ffi.string(method).decode("utf-8") if method != ffi.NULL else ""
+        name = f"{service_name}.{method_name}"
+        answer = lib.gateway_call(service_name, method_name, payload)
     except NotImplementedError:
-        return -1
-    buf = ffi.new("uint8_t[]", max(len(answer), 1))
-    ffi.memmove(buf, answer, len(answer))
-    with _lock:
-        _responses[int(ffi.cast("uintptr_t", buf))] = buf
-    response[0] = buf
-    response_len[0] = len(answer)
+        return GATEWAY_UNAVAILABLE
+    except GatewayCallError as exc:
+        code = exc.code if exc.code > 0 else 2  # 2: gRPC UNKNOWN
+        _log.info("[%s] gateway_call %s failed: %s", lib.worker_id, name, exc)
+        _hand_out(_error_body(code, exc.status, exc.message), response, response_len)
+        return code
+    except Exception as exc:
+        _log.warning("[%s] gateway_call %s failed", lib.worker_id, name, exc_info=True)
+        message = f"the host failed: {type(exc).__name__}: {exc}"
+        _hand_out(_error_body(_INTERNAL, "INTERNAL", message), response, response_len)
+        return _INTERNAL
+    _hand_out(answer, response, response_len)
     return 0
 
 
@@ -131,6 +158,7 @@ class NativeLibrary:
     |---------------|----------|---------------------------------------------------------|
     | log           | no       | default: Python logging; remembers the last error line  |
     | gateway_call  | no       | default raises NotImplementedError: the library gets -1 |
+    |               |          | `GatewayCallError` → its gRPC code and an error object  |
 
     Raises:
         WorkerLoadError: missing file, ``dlopen`` failure, missing required symbol or a
@@ -200,7 +228,13 @@ class NativeLibrary:
         _log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.worker_id, message)
 
     def gateway_call(self, service: str, method: str, request: bytes) -> bytes:
-        """Answer the library's ``gateway_call`` (JSON request and response bytes)."""
+        """Answer the library's ``gateway_call`` (JSON request and response bytes).
+
+        Raises:
+            NotImplementedError: no gateway here (the library gets ``VIRTUFIN_E_UNAVAILABLE``).
+            GatewayCallError: the call failed; the library gets `code` and
+                ``{"code", "status", "message"}`` as the response.
+        """
         raise NotImplementedError("NativeLibrary.gateway_call")
 
     # ------------------------------------------------------------------ calls

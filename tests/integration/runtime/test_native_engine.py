@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 
 import cffi
 import pytest
 
-from virtufin.errors import WorkerEventError, WorkerLoadError
+from virtufin.client import GatewayBridge
+from virtufin.errors import GatewayCallError, WorkerEventError, WorkerLoadError
 from virtufin.runtime.engine import EngineStatus
 from virtufin.runtime.factory import create_engine
 from virtufin.runtime.native import NativeEngine, NativeSafeEngine
@@ -95,8 +97,53 @@ def test_gateway_call_reaches_the_binding(native_manifest, make_event):
 
 def test_gateway_call_without_a_gateway_answers_unavailable(native_manifest, make_event):
     with create_engine(native_manifest("probe")) as engine:
+        assert not engine.blocking  # no gateway: events run on the host's loop
         (out,) = engine.process(make_event(op("gateway")))
     assert out.data == {"rc": -1}
+
+
+def _call(service: str, method: str) -> dict[str, object]:
+    return {"op": "call", "service": service, "method": method, "request": {"q": {"r": 1}}}
+
+
+def test_gateway_call_failures_come_back_as_a_status_code_and_message(
+    native_manifest, make_event, probe_counters
+):
+    def gateway(service: str, method: str, request: bytes) -> bytes:
+        if service == "gone":
+            raise GatewayCallError(f"{service}.{method}", 5, "NOT_FOUND", "no backend 'gone'")
+        if service == "broken":
+            raise RuntimeError("kaput")
+        return json.dumps({"echo": json.loads(request)}).encode()
+
+    manifest = native_manifest("probe")
+    with create_engine(manifest, binding=Binding(gateway=gateway)) as engine:
+        assert engine.blocking  # a gateway call may block: async hosts use a worker thread
+        outs = [engine.process(make_event(_call(s, "M")))[0].data for s in ("ok", "gone", "broken")]
+    assert outs[0] == {"rc": 0, "response": {"echo": {"q": {"r": 1}}}}
+    assert outs[1] == {
+        "rc": 5,
+        "response": {"code": 5, "status": "NOT_FOUND", "message": "no backend 'gone'"},
+    }
+    assert outs[2]["rc"] == 13
+    assert outs[2]["response"]["message"] == "the host failed: RuntimeError: kaput"
+    assert probe_counters.ProbeLiveBuffers() == 0
+
+
+def test_safe_mode_child_calls_the_gateway_itself(native_manifest, make_event):
+    with socket.socket() as sock:  # a port nobody listens on: the gateway is down
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bridge = GatewayBridge(f"127.0.0.1:{port}", api_key="k", timeout=2.0)
+    try:
+        manifest = native_manifest("probe", isolation="process", event_timeout_secs=10.0)
+        with create_engine(manifest, binding=Binding(gateway=bridge)) as engine:
+            assert isinstance(engine, NativeSafeEngine)
+            (out,) = engine.process(make_event(_call("workmanager", "ListWorkers")))
+    finally:
+        bridge.close()
+    assert out.data["rc"] == 14
+    assert out.data["response"]["status"] == "UNAVAILABLE"
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@
  *   array    -> two outputs
  *   layout   -> sizeof(VirtufinHost), offsets, host->abi_version as seen from C
  *   log      -> host->log(ERROR, "probe says hi"), no output
- *   gateway  -> host->gateway_call("svc", "Method", data) and the response as data
+ *   gateway  -> host->gateway_call("svc", "Method", {"q":1}) and the response as data
+ *   call     -> host->gateway_call(data.service, data.method, data.request) ->
+ *               {"rc": <rc>, "response": <the response, or the error object, or null>}
  *   garbage  -> output that is not JSON
  *   number   -> output that is a JSON number
  *   fail     -> return 7 (after logging an error)
@@ -41,6 +43,66 @@ static int32_t give(const char* text, uint8_t** out, int32_t* out_len) {
     memcpy(buf, text, n + 1);
     *out = (uint8_t*)buf;
     *out_len = (int32_t)n;
+    live_buffers++;
+    return VIRTUFIN_OK;
+}
+
+/* The string value of "key":"..." in the input (no escapes), copied into buf. */
+static int string_field(const uint8_t* in, int32_t len, const char* key, char* buf, size_t size) {
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":\"", key);
+    size_t n = strlen(needle);
+    for (int32_t i = 0; i + (int32_t)n <= len; i++) {
+        if (memcmp(in + i, needle, n) != 0) continue;
+        size_t k = 0;
+        for (int32_t j = i + (int32_t)n; j < len && in[j] != '"' && k + 1 < size; j++)
+            buf[k++] = (char)in[j];
+        buf[k] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/* The JSON object value of "key":{...} in the input (braces balanced, strings not parsed). */
+static int object_field(const uint8_t* in, int32_t len, const char* key, const uint8_t** start,
+                        int32_t* size) {
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":{", key);
+    size_t n = strlen(needle);
+    for (int32_t i = 0; i + (int32_t)n <= len; i++) {
+        if (memcmp(in + i, needle, n) != 0) continue;
+        int32_t open = i + (int32_t)n - 1, depth = 0;
+        for (int32_t j = open; j < len; j++) {
+            if (in[j] == '{') depth++;
+            if (in[j] == '}' && --depth == 0) {
+                *start = in + open;
+                *size = j - open + 1;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int32_t call(const VirtufinHost* host, const uint8_t* in, int32_t in_len, uint8_t** out,
+                    int32_t* out_len) {
+    char service[128] = "", method[128] = "";
+    const uint8_t* request = (const uint8_t*)"{}";
+    int32_t request_len = 2;
+    string_field(in, in_len, "service", service, sizeof service);
+    string_field(in, in_len, "method", method, sizeof method);
+    object_field(in, in_len, "request", &request, &request_len);
+    uint8_t* resp = NULL;
+    int32_t resp_len = 0;
+    int32_t rc = host->gateway_call(host->engine_ptr, service, method, request, request_len,
+                                    &resp, &resp_len);
+    size_t n = (size_t)resp_len + 96;
+    char* buf = malloc(n);
+    int w = snprintf(buf, n, "{\"type\":\"probe.call\",\"data\":{\"rc\":%d,\"response\":%.*s}}",
+                     rc, resp ? (int)resp_len : 4, resp ? (const char*)resp : "null");
+    if (resp) host->free_response(resp);
+    *out = (uint8_t*)buf;
+    *out_len = w;
     live_buffers++;
     return VIRTUFIN_OK;
 }
@@ -86,6 +148,7 @@ VIRTUFIN_EXPORT int32_t Process(const VirtufinHost* host, const uint8_t* in, int
                                         (int32_t)strlen(req), &resp, &resp_len);
         if (rc != 0) {
             snprintf(text, sizeof text, "{\"type\":\"probe.gateway\",\"data\":{\"rc\":%d}}", rc);
+            if (resp) host->free_response(resp);
         } else {
             snprintf(text, sizeof text, "{\"type\":\"probe.gateway\",\"data\":{\"rc\":0,"
                      "\"response\":%.*s}}", (int)resp_len, (const char*)resp);
@@ -93,6 +156,7 @@ VIRTUFIN_EXPORT int32_t Process(const VirtufinHost* host, const uint8_t* in, int
         }
         return give(text, out, out_len);
     }
+    if (has_op(in, in_len, "call")) return call(host, in, in_len, out, out_len);
     if (has_op(in, in_len, "garbage")) return give("this is not json", out, out_len);
     if (has_op(in, in_len, "number")) return give("42", out, out_len);
     if (has_op(in, in_len, "fail")) {
