@@ -84,7 +84,7 @@ class EveryBar(Worker):
         self.ctx.emit(
             ORDER,
             {
-                "order_id": f"{self.ctx.worker_id}-{self.count}",
+                "order_id": self.ctx.order_id(),
                 "symbol": data["symbol"],
                 "side": "buy" if self.count % 2 else "sell",
                 "type": "market",

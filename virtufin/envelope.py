@@ -33,6 +33,7 @@ __all__ = [
     "SPECVERSION",
     "ClockType",
     "Envelope",
+    "EnvelopeDraft",
     "decode",
     "encode",
     "format_time",
@@ -40,6 +41,7 @@ __all__ = [
     "from_dict",
     "from_http",
     "parse_time",
+    "seal",
     "to_cloudevent",
     "to_dict",
     "to_http",
@@ -193,6 +195,44 @@ class Envelope:
             if name in EXTENSION_NAMES or name in _REQUIRED or name in _OPTIONAL_CONTEXT:
                 raise EnvelopeError(name, "is a typed attribute, not a free extension")
         return self
+
+
+class EnvelopeDraft:
+    """`Envelope`'s slot layout without its frozen guard, for hot paths that build many
+    envelopes: set every field (an unset one would raise when read), then `seal` it. Plain
+    slot stores cost a fifth of the constructor's frozen setattr per field."""
+
+    __slots__ = Envelope.__slots__
+
+    # The same fields as `Envelope` (annotations only: the slots above hold them).
+    id: str
+    source: str
+    type: str
+    data: Any
+    time: datetime | None
+    subject: str | None
+    datacontenttype: str | None
+    dataschema: str | None
+    correlationid: str | None
+    scenarioid: str | None
+    runid: str | None
+    clocktype: ClockType | None
+    eventtime: datetime | None
+    walltime: datetime | None
+    marketlane: str | None
+    marketselector: str | None
+    portfoliolane: str | None
+    strategylane: str | None
+    traceparent: str | None
+    extensions: Mapping[str, Any]
+    specversion: str
+
+
+def seal(draft: EnvelopeDraft) -> Envelope:
+    """Turn a fully set `EnvelopeDraft` into an ordinary frozen `Envelope` (same object;
+    CPython allows ``__class__`` assignment between classes of identical layout)."""
+    draft.__class__ = Envelope  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]
 
 
 _TYPED_FIELDS: Final = frozenset(f.name for f in fields(Envelope)) - {"extensions", "data"}

@@ -19,6 +19,7 @@ __all__ = [
     "SCENARIO_INDEX",
     "WORKER_INDEX",
     "WORKER_RECOVERY_LEADER",
+    "WORKER_SNAPSHOT_PREFIX",
     "order",
     "portfolio",
     "position",
@@ -27,11 +28,13 @@ __all__ = [
     "scenario_prefix",
     "trade",
     "worker",
+    "worker_snapshot",
 ]
 
 SCENARIO_INDEX: Final = "scenario.index"
 WORKER_INDEX: Final = "workmanager.worker.index"
 WORKER_RECOVERY_LEADER: Final = "workmanager.recovery.leader"
+WORKER_SNAPSHOT_PREFIX: Final = "workmanager.snapshot."
 PROMOTION_LOG_PREFIX: Final = "promotion.log."
 
 
@@ -68,6 +71,12 @@ def portfolio(scenario_id: str) -> str:
 def worker(worker_id: str) -> str:
     """``workmanager.worker.<id>``."""
     return f"workmanager.worker.{worker_id}"
+
+
+def worker_snapshot(worker_id: str) -> str:
+    """``workmanager.snapshot.<id>``: the worker's last state snapshot (outside the records'
+    ``workmanager.worker.`` prefix, so that listing or watching records never meets it)."""
+    return f"{WORKER_SNAPSHOT_PREFIX}{worker_id}"
 
 
 def promotion_entry(sequence: int) -> str:

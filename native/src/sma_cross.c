@@ -5,7 +5,8 @@
  * Once both simple moving averages of the closes exist on the previous and the current bar,
  * fast crossing above slow (fast[-2] < slow[-2] and fast[-1] > slow[-1]) emits a buy order,
  * slow crossing above fast a sell, each {"sizing": "all_in", "exclusive": true} so positions
- * reverse. Twins: workers/sma_cross/worker.py and workers/sma_cross/script.py make the same
+ * reverse. Orders carry "order_id": null: the host fills in the id derived from the bar
+ * (workers/kit/ids.py) and the subject order/<id>, so a redelivered bar yields the same order. Twins: workers/sma_cross/worker.py and workers/sma_cross/script.py make the same
  * decisions on the same input (tests/integration/runtime/test_equivalence.py).
  *
  * Parameters (Configure): {"worker_id": "...", "params": {"fast": 10, "slow": 20}}.
@@ -25,7 +26,6 @@ typedef struct {
     int has_prev;
     double prev_fast;
     double prev_slow;
-    long orders;
     char worker_id[129];
 } Sma;
 
@@ -145,22 +145,18 @@ VIRTUFIN_EXPORT int32_t Process(const VirtufinHost* host, const uint8_t* in, int
     s->has_prev = 1;
     if (side == NULL) return VIRTUFIN_OK;
 
-    s->orders++;
     vf_buf b = {0};
-    vf_printf(&b,
-              "{\"type\":\"com.virtufin.trading.order.submitted\",\"data\":"
-              "{\"order_id\":\"%s-%ld\",\"symbol\":\"",
-              s->worker_id, s->orders);
+    vf_puts(&b,
+            "{\"type\":\"com.virtufin.trading.order.submitted\",\"data\":"
+            "{\"order_id\":null,\"symbol\":\"");
     vf_put_span(&b, symbol);
     vf_puts(&b, "\",\"venue\":\"");
     vf_put_span(&b, venue);
     vf_printf(&b,
               "\",\"side\":\"%s\",\"type\":\"market\",\"qty\":null,\"limit_price\":null,"
               "\"sizing\":\"all_in\",\"exclusive\":true,"
-              "\"reason\":\"fast SMA(%d) crossed %s slow SMA(%d)\"},"
-              "\"subject\":\"order/%s-%ld\"}",
-              side, s->fast, side[0] == 'b' ? "above" : "below", s->slow, s->worker_id,
-              s->orders);
+              "\"reason\":\"fast SMA(%d) crossed %s slow SMA(%d)\"}}",
+              side, s->fast, side[0] == 'b' ? "above" : "below", s->slow);
     return vf_finish(&b, out, out_len);
 }
 

@@ -160,6 +160,10 @@ class WorkerRecords:
             return record
         raise RpcError(grpc.StatusCode.ABORTED, f"worker {worker_id!r} is too contended")
 
+    async def delete_snapshot(self, worker_id: str) -> None:
+        """Remove the worker's state snapshot (``workmanager.snapshot.<id>``), if any."""
+        await self._store.delete(statekeys.worker_snapshot(worker_id))
+
     async def delete(self, worker_id: str) -> bool:
         """Remove the record and its index entry; False when it did not exist."""
         existed = await self._store.get(statekeys.worker(worker_id)) is not None

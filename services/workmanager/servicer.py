@@ -190,6 +190,9 @@ class WorkManagerServicer(workmanager_pb2_grpc.WorkManagerServicer):  # type: ig
         worker_id = _worker_id(request.id)
         deleted = await self._records.delete(worker_id)
         await self._host.ensure(worker_id, None)
+        # After the local stop, so that no last event writes it back; a new worker by this id
+        # starts afresh.
+        await self._records.delete_snapshot(worker_id)
         return workmanager_pb2.DeleteWorkerResponse(deleted=deleted)
 
     async def StartWorker(

@@ -201,3 +201,21 @@ def test_typed_objects_stay_unserialised_and_immutable_in_process() -> None:
 def test_nanosecond_times_from_other_producers_are_read() -> None:
     ev = decode(_base(time="2024-01-02T03:04:05.123456789+01:00"))
     assert ev.time == datetime(2024, 1, 2, 2, 4, 5, 123456, tzinfo=UTC)
+
+
+def test_a_sealed_draft_is_an_ordinary_frozen_envelope() -> None:
+    from dataclasses import FrozenInstanceError, fields
+
+    from virtufin.envelope import EnvelopeDraft, seal
+
+    expected = Envelope(id="1", source="s", type="t", data={"k": 1}, scenarioid="LIVE")
+    draft = object.__new__(EnvelopeDraft)
+    for f in fields(Envelope):
+        setattr(draft, f.name, getattr(expected, f.name))
+    sealed = seal(draft)
+    assert type(sealed) is Envelope
+    assert sealed == expected
+    assert hash(sealed.id) == hash(expected.id)
+    assert decode(encode(sealed)) == expected
+    with pytest.raises(FrozenInstanceError):
+        sealed.id = "2"  # type: ignore[misc]

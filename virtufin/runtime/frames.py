@@ -4,7 +4,9 @@ Frame objects carry ``type`` (``ready``, ``process``, ``result``, ``ping``, ``po
 ``shutdown``, ``error``), ``cloudEvent`` (input of ``process``, optional output of
 ``result``) and ``error``. This project adds batches: ``process`` with ``cloudEvents`` (a list)
 answered by ``result`` with ``results`` (one ``{cloudEvent?}``/``{cloudEvents}``/``{error}``
-per input), and ``cloudEvents`` on a ``result`` for several outputs. See
+per input), and ``cloudEvents`` on a ``result`` for several outputs, and state snapshots of
+stateful scripts: ``snapshot`` answered by ``result`` with ``state``, ``restore`` (with
+``state``) answered by ``result``; such a child's ``ready`` carries ``"stateful": true``. See
 docs/spec/worker-protocol.md. The child side (`virtufin/runtime/child.py`) mirrors this code
 with the standard library only.
 """
@@ -24,13 +26,16 @@ __all__ = [
     "FRAME_PONG",
     "FRAME_PROCESS",
     "FRAME_READY",
+    "FRAME_RESTORE",
     "FRAME_RESULT",
     "FRAME_SHUTDOWN",
+    "FRAME_SNAPSHOT",
     "HEADER",
     "MAX_FRAME_BYTES",
     "PING",
     "PROCESS_PREFIX",
     "SHUTDOWN",
+    "SNAPSHOT",
     "ChannelClosed",
     "FrameChannel",
     "FrameTimeout",
@@ -48,6 +53,8 @@ FRAME_PING: Final = "ping"
 FRAME_PONG: Final = "pong"
 FRAME_SHUTDOWN: Final = "shutdown"
 FRAME_ERROR: Final = "error"
+FRAME_SNAPSHOT: Final = "snapshot"
+FRAME_RESTORE: Final = "restore"
 
 PROCESS_PREFIX: Final = b'{"type":"process","cloudEvent":'
 """A process frame is this, the event's JSON, and ``}``: the event is never re-encoded."""
@@ -61,6 +68,7 @@ def pack(body: bytes) -> bytes:
 
 PING: Final = pack(b'{"type":"ping"}')
 SHUTDOWN: Final = pack(b'{"type":"shutdown"}')
+SNAPSHOT: Final = pack(b'{"type":"snapshot"}')
 
 
 class ChannelClosed(ConnectionError):

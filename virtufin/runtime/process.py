@@ -10,7 +10,11 @@ reported as a `WorkerEventError` for the host to dead-letter. More than ``max_re
 restarts within ``restart_window_secs`` fail the engine (`WorkerError`). A background thread
 pings an idle child every ``ping_interval_secs`` and restarts it if no ``pong`` comes back.
 
-A restarted child starts with fresh state: a stateful worker forgets what it had accumulated.
+A restarted child starts with fresh state, unless the script is stateful (it defines
+``Snapshot()`` and ``Restore(state)``, see `virtufin.runtime.child`): then the engine gives each
+new child the last state it saw, from the last `snapshot` (taken after every input when the
+host keeps snapshots) or `restore`. Without snapshots being taken (a backtest), a restarted
+child forgets what it had accumulated.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from virtufin.runtime.frames import (
     PING,
     PROCESS_PREFIX,
     SHUTDOWN,
+    SNAPSHOT,
     ChannelClosed,
     FrameChannel,
     FrameTimeout,
@@ -112,6 +117,10 @@ class ProcessEngine(Engine):
         self._last_pong: float | None = None
         self._halt = threading.Event()
         self._pinger: threading.Thread | None = None
+        self._stateful = False
+        self._state_version = 1
+        self._last_state: Any = None
+        self._has_state = False
 
     # ------------------------------------------------------------------ hooks
 
@@ -211,6 +220,9 @@ class ProcessEngine(Engine):
             raise WorkerLoadError(self.worker_id, str(reply.get("error") or reply))
         self._proc, self._chan, self._stderr_thread = proc, chan, thread
         self._last_pong = time.monotonic()
+        self._stateful = reply.get("stateful") is True
+        version = reply.get("stateVersion")
+        self._state_version = version if isinstance(version, int) else 1
 
     def _tail(self) -> str:
         return f"; stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
@@ -288,7 +300,23 @@ class ProcessEngine(Engine):
                 self.worker_id, f"could not restart the child: {exc.reason}"
             ) from None
         assert self._chan is not None
+        if self._stateful and self._has_state:
+            self._give_state(self._chan)
         return self._chan
+
+    def _give_state(self, chan: FrameChannel) -> None:
+        """Hand the last state to a restarted child (a failure fails the engine)."""
+        frame = pack(b'{"type":"restore","state":' + json.dumps(self._last_state).encode() + b"}")
+        timeout = self.options.event_timeout_secs
+        try:
+            chan.send(frame, timeout)
+            reply = json.loads(chan.recv(timeout))
+        except (FrameTimeout, ChannelClosed, ProtocolError, OSError, ValueError) as exc:
+            raise _Crash(self._crash(f"restoring the restarted child failed ({exc})")) from None
+        if not isinstance(reply, dict) or reply.get("type") != "result":
+            self.status = EngineStatus.FAILED
+            self.last_error = f"the restarted child refused its state: {reply}"
+            raise WorkerError(self.worker_id, self.last_error)
 
     def _exchange(self, frame: bytes, timeout: float) -> dict[str, Any]:
         """One request/reply on the live child (restarting it first if needed).
@@ -442,6 +470,49 @@ class ProcessEngine(Engine):
             self._discard_child()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+    def state_kind(self) -> str | None:
+        return f"script@{self._state_version}" if self._stateful else None
+
+    def snapshot(self) -> Any:
+        """The child's state; a child that died since the last input is not restarted here.
+
+        Raises:
+            WorkerEventError: the child died or did not answer (the host hands the input back;
+                the next child gets the previous state and processes it again).
+            WorkerError: the script's ``Snapshot`` raised.
+        """
+        if not self._stateful:
+            return super().snapshot()
+        with self._lock:
+            if self._chan is None:
+                raise WorkerEventError(
+                    self.worker_id, "the child died before its snapshot", event=None
+                )
+            try:
+                reply = self._exchange(SNAPSHOT, self.options.event_timeout_secs)
+            except _Crash as crash:
+                raise WorkerEventError(self.worker_id, f"snapshot: {crash}", event=None) from None
+            if reply.get("type") != "result" or "state" not in reply:
+                raise WorkerError(self.worker_id, str(reply.get("error") or reply))
+            self._last_state = reply["state"]
+            self._has_state = True
+            return self._last_state
+
+    def restore(self, state: Any) -> None:
+        if not self._stateful:
+            super().restore(state)
+            return
+        frame = pack(b'{"type":"restore","state":' + json.dumps(state).encode() + b"}")
+        with self._lock:
+            try:
+                reply = self._exchange(frame, self.options.event_timeout_secs)
+            except (_Crash, WorkerError) as exc:
+                raise WorkerLoadError(self.worker_id, f"restore failed: {exc}") from None
+            if reply.get("type") != "result":
+                raise WorkerLoadError(self.worker_id, str(reply.get("error") or reply))
+            self._last_state = state
+            self._has_state = True
 
     def _health(self) -> dict[str, Any]:
         proc = self._proc

@@ -16,6 +16,15 @@ worker are dead-lettered too.
 
 Dispatch ``async`` uses `EventBus.publish`/`subscribe`; ``sync`` (for backtests on a
 `MemoryBus`) uses ``publish_sync``/``subscribe_sync``, so a whole replay is deterministic.
+
+Snapshots: given a state store (``snapshots=``, async dispatch only), a stateful worker (one
+whose engine has a `Engine.state_kind`, e.g. a `Worker` overriding ``snapshot``) resumes from
+its stored snapshot when it starts or is reloaded, and its snapshot is saved after each input
+that changed it: after the input's outputs are published, before the input is acknowledged.
+An input already in the snapshot (a redelivery after a crash) is acknowledged without being
+processed again; one whose snapshot could not be saved is handed back to the bus (redelivered
+up to ``max_deliveries`` times). Events of such a worker are handled one at a time, snapshot
+included (`workers.kit.snapshots` has the format and the reasoning).
 """
 
 from __future__ import annotations
@@ -38,7 +47,14 @@ from virtufin import topics
 from virtufin.bus.memory import MemoryBus
 from virtufin.bus.port import Delivery, EventBus, Subscription, dead_letter_envelope
 from virtufin.envelope import Envelope
-from virtufin.errors import BusError, WorkerError, WorkerEventError, WorkerLoadError
+from virtufin.errors import (
+    BusError,
+    ConcurrencyError,
+    StateError,
+    WorkerError,
+    WorkerEventError,
+    WorkerLoadError,
+)
 from virtufin.runtime.codestore import CodeVersion, code_digest, stage_code
 from virtufin.runtime.constants import WORKMANAGER_SERVICE
 from virtufin.runtime.engine import Engine, EngineStatus
@@ -55,6 +71,8 @@ from virtufin.runtime.lifecycle import (
 from virtufin.runtime.manifest import Isolation, WorkerManifest
 from virtufin.runtime.metrics import MetricsSnapshot, WorkerMetrics
 from virtufin.runtime.routing import Binding, ClockMode, Routed
+from virtufin.state.port import StateStore
+from workers.kit.snapshots import DEFAULT_REMEMBER, SnapshotKeeper, fingerprint
 
 __all__ = ["Supervisor", "SupervisorConfig", "WorkerInfo"]
 
@@ -72,6 +90,12 @@ class SupervisorConfig(BaseModel):
     heartbeat_interval_secs: float = Field(default=10.0, gt=0)
     recover_after_events: int = Field(default=10, ge=1)
     """Consecutive successes after which a degraded worker is announced online again."""
+    max_deliveries: int = Field(default=5, ge=1)
+    """Deliveries of one event to a worker (async dispatch) when its handling was cut short:
+    the process died before acknowledging it, or its snapshot could not be saved. A worker's
+    own failure on an event is dead-lettered at once, never retried by the bus."""
+    snapshot_remember: int = Field(default=DEFAULT_REMEMBER, ge=1)
+    """Input keys a snapshot's watermark keeps (to recognise redelivered inputs)."""
     code_dir: str | None = None
     """Where hot-reloaded code is written (default: a temporary folder, removed on close)."""
     source: str = topics.source_urn(WORKMANAGER_SERVICE)
@@ -122,6 +146,8 @@ class _Record:
     streak: int = 0
     seen_restarts: int = 0
     restarts: int = 0
+    keeper: SnapshotKeeper | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Supervisor:
@@ -130,6 +156,11 @@ class Supervisor:
     Args:
         bus: where workers consume and publish, and where lifecycle events go.
         config: dispatch mode, heartbeat interval, code folder, event source.
+        snapshots: where stateful workers keep their snapshots (None: nowhere, their state
+            lives and dies with their engine, as in a backtest).
+
+    Raises:
+        WorkerError: sync dispatch on another bus than `MemoryBus`, or with `snapshots`.
 
     Example::
 
@@ -138,12 +169,21 @@ class Supervisor:
         await sup.start(info.id)
     """
 
-    def __init__(self, bus: EventBus, *, config: SupervisorConfig | None = None) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        config: SupervisorConfig | None = None,
+        snapshots: StateStore | None = None,
+    ) -> None:
         self.bus = bus
         self.config = config if config is not None else SupervisorConfig()
         self._sync = self.config.dispatch == "sync"
         if self._sync and not isinstance(bus, MemoryBus):
             raise WorkerError("", "sync dispatch needs a MemoryBus")
+        if self._sync and snapshots is not None:
+            raise WorkerError("", "snapshots need async dispatch (the state port is async)")
+        self._snapshots = snapshots
         self._workers: dict[str, _Record] = {}
         self._code_dir: Path | None = Path(self.config.code_dir) if self.config.code_dir else None
         self._own_code_dir = False
@@ -352,6 +392,7 @@ class Supervisor:
         engine = self._new_engine(rec, rec.manifest)
         try:
             await self._load(engine)
+            keeper = await self._resume(engine)
         except WorkerLoadError as exc:
             engine.stop()
             rec.state = WorkerState.FAILED
@@ -359,6 +400,7 @@ class Supervisor:
             await self._publish([self._lifecycle(rec, LifecycleEvent.FAILED, exc.reason)])
             raise
         rec.engine = engine
+        rec.keeper = keeper
         rec.degraded = False
         rec.streak = 0
         rec.seen_restarts = 0
@@ -368,6 +410,41 @@ class Supervisor:
         rec.state = WorkerState.RUNNING
         await self._publish([self._lifecycle(rec, LifecycleEvent.ONLINE)])
         return self.info(worker_id)
+
+    async def _resume(self, engine: Engine) -> SnapshotKeeper | None:
+        """The keeper of `engine`'s snapshots, the stored one restored into it (None: the
+        worker keeps none, or there is no store).
+
+        Raises:
+            WorkerLoadError: the snapshot could not be read or the worker refused it.
+        """
+        store = self._snapshots
+        kind = engine.state_kind() if store is not None else None
+        if store is None or kind is None:
+            return None
+        keeper = SnapshotKeeper(
+            store,
+            engine.worker_id,
+            fingerprint=fingerprint(kind, engine.params),
+            remember=self.config.snapshot_remember,
+            logger=engine.logger,
+        )
+        try:
+            restored = await keeper.load()
+        except StateError as exc:
+            raise WorkerLoadError(engine.worker_id, f"cannot read its snapshot: {exc}") from None
+        if restored is not None and restored.state is not None:
+            if engine.blocking:
+                await asyncio.to_thread(engine.restore, restored.state)
+            else:
+                engine.restore(restored.state)
+            log.info(
+                "worker %s resumed from its snapshot (%d changes, saved %s)",
+                engine.worker_id,
+                restored.changes,
+                restored.saved_at,
+            )
+        return keeper
 
     async def _subscribe(self, rec: _Record, pattern: str) -> Subscription:
         if self._sync:
@@ -379,16 +456,23 @@ class Supervisor:
             return self.bus.subscribe_sync(pattern, on_event, group=rec.group, max_deliveries=1)
 
         async def on_event_async(envelope: Envelope, delivery: Delivery) -> None:
-            await self._publish(await self._handle_async(rec, envelope, delivery))
+            if rec.keeper is None:
+                await self._publish(await self._handle_async(rec, envelope, delivery))
+            else:
+                await self._handle_kept(rec, envelope, delivery)
 
-        return await self.bus.subscribe(pattern, on_event_async, group=rec.group, max_deliveries=1)
+        return await self.bus.subscribe(
+            pattern, on_event_async, group=rec.group, max_deliveries=self.config.max_deliveries
+        )
 
     async def _teardown(self, rec: _Record) -> None:
         subscriptions, rec.subscriptions = rec.subscriptions, []
         for sub in subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        engine, rec.engine = rec.engine, None
+        async with rec.lock:  # let an event being handled finish, snapshot included
+            engine, rec.engine = rec.engine, None
+            rec.keeper = None
         if engine is not None:
             rec.restarts += engine.health().restarts
             if self._sync or not engine.blocking:
@@ -427,8 +511,9 @@ class Supervisor:
     ) -> CodeVersion:
         """Hot-reload the worker's code and record the new version.
 
-        A running worker gets a new engine (fresh state) that must load before it replaces the
-        old one; if it does not, the old one keeps running and `WorkerLoadError` is raised.
+        A running worker gets a new engine (fresh state, or the stored snapshot when snapshots
+        are kept) that must load before it replaces the old one; if it does not, the old one
+        keeps running and `WorkerLoadError` is raised.
 
         Args:
             code: the new script, library or class module source (None: re-read the entry).
@@ -448,15 +533,18 @@ class Supervisor:
             engine = self._new_engine(rec, manifest)
             try:
                 await self._load(engine)
+                async with rec.lock:  # between two events: resume from the latest snapshot
+                    rec.keeper = await self._resume(engine)
+                    old, rec.engine = rec.engine, engine
             except WorkerLoadError:
                 engine.stop()
                 raise
-            old, rec.engine = rec.engine, engine
-            rec.restarts += old.health().restarts
-            if self._sync or not old.blocking:
-                old.stop()
-            else:
-                await asyncio.to_thread(old.stop)
+            if old is not None:
+                rec.restarts += old.health().restarts
+                if self._sync or not old.blocking:
+                    old.stop()
+                else:
+                    await asyncio.to_thread(old.stop)
         rec.manifest = manifest
         record = CodeVersion(
             version=version,
@@ -566,6 +654,73 @@ class Supervisor:
         except WorkerError as exc:
             return self._outcome(rec, engine, envelope, delivery, None, exc)
         return self._outcome(rec, engine, envelope, delivery, outputs, None)
+
+    async def _handle_kept(self, rec: _Record, envelope: Envelope, delivery: Delivery) -> None:
+        """Handle one event of a worker that keeps snapshots (see the module docstring).
+
+        Raises:
+            StateError: the snapshot could not be saved: the bus redelivers the event.
+        """
+        async with rec.lock:
+            keeper, engine = rec.keeper, rec.engine
+            if keeper is not None and keeper.applied(envelope):
+                await keeper.flush()  # a redelivery: the input is in the state already
+                return
+            await self._publish(await self._handle_async(rec, envelope, delivery))
+            if (
+                keeper is not None
+                and engine is not None
+                and rec.engine is engine
+                and rec.state is WorkerState.RUNNING
+            ):
+                await self._save_snapshot(rec, keeper, engine, envelope)
+
+    async def _save_snapshot(
+        self, rec: _Record, keeper: SnapshotKeeper, engine: Engine, envelope: Envelope
+    ) -> None:
+        worker_id = rec.manifest.id
+        try:
+            if engine.blocking:
+                state = await asyncio.to_thread(engine.snapshot)
+            else:
+                state = engine.snapshot()
+            await keeper.record(envelope, state)
+        except WorkerEventError as exc:
+            # Not taken this time (a child that just died): the next child gets the previous
+            # state, and the bus hands the input back to be processed again.
+            log.warning(
+                "no snapshot of %s (%s); %s will be redelivered", worker_id, exc, envelope.id
+            )
+            raise
+        except WorkerError as exc:
+            await self._publish(self._fail(rec, f"its snapshot failed: {exc.reason}"))
+        except ConcurrencyError:
+            # Another instance of this worker wrote the snapshot: continue from its state,
+            # and let the bus redeliver this input (skipped if that state includes it).
+            log.warning("snapshot of %s was written by another instance; reloading it", worker_id)
+            restored = await keeper.load()
+            if restored is None:
+                await keeper.record(envelope, state)  # not ours to resume: replace it
+                return
+            if restored.state is not None:
+                try:
+                    if engine.blocking:
+                        await asyncio.to_thread(engine.restore, restored.state)
+                    else:
+                        engine.restore(restored.state)
+                except WorkerError as exc:
+                    await self._publish(self._fail(rec, exc.reason))
+                    return
+            raise
+        except Exception as exc:
+            log.warning(
+                "snapshot of %s not saved (%s: %s); %s will be redelivered",
+                worker_id,
+                type(exc).__name__,
+                exc,
+                envelope.id,
+            )
+            raise
 
     async def _handle_async(
         self, rec: _Record, envelope: Envelope, delivery: Delivery

@@ -16,6 +16,7 @@ from typing import Any, Final, NamedTuple
 
 from virtufin.envelope import Envelope
 from workers.kit.clock import Clock, WallClock
+from workers.kit.ids import order_id
 
 __all__ = ["SCENARIO_TYPE_PREFIXES", "Emission", "WorkerContext"]
 
@@ -56,7 +57,18 @@ class WorkerContext:
         ['com.virtufin.trading.order.submitted']
     """
 
-    __slots__ = ("_emitted", "clock", "config", "env", "event", "logger", "params", "worker_id")
+    __slots__ = (
+        "_drawn",
+        "_drawn_for",
+        "_emitted",
+        "clock",
+        "config",
+        "env",
+        "event",
+        "logger",
+        "params",
+        "worker_id",
+    )
 
     def __init__(
         self,
@@ -77,6 +89,8 @@ class WorkerContext:
         self.event: Envelope | None = None
         """The input event being handled (None outside `on_event`)."""
         self._emitted: list[Emission] = []
+        self._drawn_for: Envelope | None = None
+        self._drawn = 0
 
     def now(self) -> datetime:
         """The current time: the event's time in a backtest, the wall clock live."""
@@ -104,8 +118,36 @@ class WorkerContext:
             raise ValueError(f"emit: {type} is routed to the scenario's topic; drop topic=")
         self._emitted.append(Emission(type, data, subject, topic))
 
+    def order_id(self) -> str:
+        """A fresh order id for the event being handled, derived from it (`workers.kit.ids`).
+
+        The n-th call while handling one input returns the same id every time that input is
+        handled, in any process: a redelivered input re-emits the very orders it emitted
+        before (the venue fills them once), and no new input reuses an id.
+
+        Raises:
+            RuntimeError: called outside ``on_event`` (no input event to derive the id from).
+
+        Example:
+            >>> ctx = WorkerContext(worker_id="w")
+            >>> ctx.event = Envelope(id="bar-1", source="urn:x", type="t")
+            >>> ctx.order_id(), ctx.order_id()
+            ('w-92618f0b273cde134f74', 'w-1264c931a46818efac8e')
+        """
+        event = self.event
+        if event is None:
+            raise RuntimeError("order_id() derives the id from the input: call it in on_event")
+        if self._drawn_for is not event:
+            self._drawn_for = event
+            self._drawn = 0
+        ordinal = self._drawn
+        self._drawn = ordinal + 1
+        return order_id(self.worker_id, event.source, event.id, ordinal)
+
     def take_emitted(self) -> list[Emission] | tuple[Emission, ...]:
-        """Hand over (and forget) everything emitted since the last call."""
+        """Hand over (and forget) everything emitted since the last call (the host calls it
+        once per input, which also restarts the count of `order_id`)."""
+        self._drawn_for = None
         out = self._emitted
         if not out:
             return _NOTHING

@@ -1,7 +1,23 @@
-"""The SMA crossover as a ``text/x-python`` script (Virtufin's ``def Process(event)`` shape).
+"""The SMA crossover as a ``text/x-python`` script (Virtufin's ``def Snapshot() -> dict[str, Any]:
+    return {"closes": list(closes), "previous": None if previous is None else list(previous)}
+
+
+def Restore(state: dict[str, Any]) -> None:
+    global previous
+    closes.clear()
+    closes.extend(float(c) for c in state["closes"])
+    saved = state["previous"]
+    previous = None if saved is None else (float(saved[0]), float(saved[1]))
+
+
+def Process(event)`` shape).
 
 Runs sandboxed in a child process; reads its id and parameters from the environment the host
-sets. Same decisions as ``worker.py`` and ``native/src/sma_cross.c``.
+sets. Same decisions as ``worker.py`` and ``native/src/sma_cross.c``. Its orders carry
+``order_id: null``: the host fills in the id derived from the bar (the one ``worker.py`` gets
+from ``ctx.order_id()``) and the subject ``order/<id>``, so a redelivered bar re-emits the same
+order and a restarted child never reuses an id. ``Snapshot``/``Restore`` make it stateful: a
+restarted child (or WorkManager) resumes with its window instead of starting cold.
 """
 
 import json
@@ -17,11 +33,11 @@ SLOW = int(PARAMS.get("slow", 20))
 if not 1 <= FAST < SLOW:
     raise ValueError(f"fast ({FAST}) must be less than slow ({SLOW})")
 
+STATE_VERSION = 1
 BAR_PREFIX = "com.virtufin.exchange."
 BAR_SUFFIX = ".ohlcv.candle"
 closes: deque[float] = deque(maxlen=SLOW)
 previous: tuple[float, float] | None = None
-orders = 0
 
 
 def sma(window: int) -> float:
@@ -31,8 +47,20 @@ def sma(window: int) -> float:
     return total / window
 
 
+def Snapshot() -> dict[str, Any]:
+    return {"closes": list(closes), "previous": None if previous is None else list(previous)}
+
+
+def Restore(state: dict[str, Any]) -> None:
+    global previous
+    closes.clear()
+    closes.extend(float(c) for c in state["closes"])
+    saved = state["previous"]
+    previous = None if saved is None else (float(saved[0]), float(saved[1]))
+
+
 def Process(event: dict[str, Any]) -> dict[str, Any] | None:
-    global previous, orders
+    global previous
     kind = event["type"]
     if not (kind.startswith(BAR_PREFIX) and kind.endswith(BAR_SUFFIX)):
         return None
@@ -52,14 +80,11 @@ def Process(event: dict[str, Any]) -> dict[str, Any] | None:
         side, words = "sell", "below"
     else:
         return None
-    orders += 1
-    order_id = f"{WORKER_ID}-{orders}"
     return {
         "type": "com.virtufin.trading.order.submitted",
         "source": f"urn:com.virtufin.worker.{WORKER_ID}",
-        "subject": f"order/{order_id}",
         "data": {
-            "order_id": order_id,
+            "order_id": None,
             "symbol": data["symbol"],
             "venue": kind[len(BAR_PREFIX) : -len(BAR_SUFFIX)],
             "side": side,

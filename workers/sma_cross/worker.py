@@ -44,7 +44,13 @@ def sma(values: Iterable[float], count: int, window: int) -> float:
 
 
 class SmaCross(Worker):
-    """Emits an all-in, exclusive market order whenever the fast SMA crosses the slow one."""
+    """Emits an all-in, exclusive market order whenever the fast SMA crosses the slow one.
+
+    Its state, the last `slow` closes and the previous bar's two SMAs, is snapshotted
+    (``{"closes": [...], "previous": [fast, slow] | null}``), so a restarted worker decides on
+    its next bar exactly as the uninterrupted one would. Order ids come from
+    ``ctx.order_id()``: the same bar always yields the same id.
+    """
 
     config_class = SmaCrossConfig
 
@@ -54,7 +60,20 @@ class SmaCross(Worker):
         self.slow = config.slow
         self.closes: deque[float] = deque(maxlen=config.slow)
         self.previous: tuple[float, float] | None = None
-        self.orders = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        previous = self.previous
+        return {
+            "closes": list(self.closes),
+            "previous": None if previous is None else [previous[0], previous[1]],
+        }
+
+    def restore(self, state: Any) -> None:
+        closes = [float(c) for c in state["closes"]]
+        previous = state["previous"]
+        self.closes.clear()
+        self.closes.extend(closes[-self.slow :])
+        self.previous = None if previous is None else (float(previous[0]), float(previous[1]))
 
     def on_event(self, event: Envelope) -> None:
         kind = event.type
@@ -79,8 +98,7 @@ class SmaCross(Worker):
             side, words = "sell", "below"
         else:
             return
-        self.orders += 1
-        order_id = f"{self.ctx.worker_id}-{self.orders}"
+        order_id = self.ctx.order_id()
         self.ctx.emit(
             ORDER_SUBMITTED,
             {

@@ -9,10 +9,12 @@ replay; the second half is published while it is down; after its restart, recove
 the worker, which catches up on every bar. The fills must be exactly those of the same bars
 run through the same worker in process (the backtest), none lost and none doubled.
 
-Why the kill falls where it does: a worker's state (the SMA windows, its order counter) lives
-in its process, so a restarted worker decides like the uninterrupted one only once it has seen
-``slow`` bars again and has made no orders before. The data are built so (12 falling bars,
-kill, 10 more falling bars, then four crossovers); see the report on worker state.
+Where the kill falls: after two orders (a buy, then a reversal) and right before the next
+crossover, which comes on the very first bar after the restart. A worker that lost its state
+would need ``slow`` bars to decide again (missing that crossover) and would reuse order ids
+(``<worker>-1`` …) that the venue rejects as duplicates. The restarted worker resumes from its
+snapshot (``workmanager.snapshot.<id>``) and derives order ids from the bars, so the live run
+has no rejection at all and fills every order exactly once, as the uninterrupted backtest does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import grpc
@@ -40,14 +42,18 @@ SELECTOR = "E2E"
 SYMBOL = "BTCUSDT"
 WORKER = "sma-live"
 PARAMS = {"fast": 3, "slow": 8}
-FALL_1 = zigzag((12, -1.0))
-REST = zigzag((10, -1.0), (8, 1.5), (8, -1.3), (8, 1.2), (6, -1.1), start=FALL_1[-1])
+FIRST = zigzag((10, -1.0), (8, 1.5), (8, -1.3), (3, 1.2))  # a buy, a sell, then the kill
+REST = zigzag((5, 1.2), (6, -1.1), (8, 1.0), start=FIRST[-1])  # a buy on its first bar, …
+ORDER_ID = re.compile(rf"^{WORKER}-[0-9a-f]{{20}}$")
 LIVE_TRADING = re.compile(
     r"^sc\.LIVE\.trading\.(order\.(submitted|accepted|filled|cancelled|rejected)|trade\.closed)$"
 )
 
 
-def _expected_fills(root: Path) -> list[tuple[str, str, float, float]]:
+def _expected_fills(root: Path) -> list[tuple[bool, str, float, float]]:
+    """(closing order?, side, qty, price) of every fill of the uninterrupted backtest. Order ids
+    differ live (they derive from the worker id and the bar events), so they are compared by
+    shape."""
     result = run_backtest(
         "sma_cross",
         HiveDataset(root, SELECTOR),
@@ -55,7 +61,7 @@ def _expected_fills(root: Path) -> list[tuple[str, str, float, float]]:
         config=BacktestConfig(venue="paper"),
     )
     return sorted(
-        (o.order_id.replace("sma_cross-", f"{WORKER}-"), o.side, o.filled_qty, o.avg_price)
+        (o.order_id.endswith("-close"), o.side, o.filled_qty, o.avg_price)
         for o in result.orders
         if o.status == "filled"
     )
@@ -111,11 +117,11 @@ async def test_live_pipeline_survives_a_workmanager_kill(
 ) -> None:
     monkeypatch.delenv("VIRTUFIN_API_KEY", raising=False)
     first, rest, everything = tmp_path / "first", tmp_path / "rest", tmp_path / "all"
-    write_daily_bars(first, SELECTOR, SYMBOL, FALL_1, first=date(2024, 1, 1))
-    write_daily_bars(rest, SELECTOR, SYMBOL, REST, first=date(2024, 1, 13))
-    write_daily_bars(everything, SELECTOR, SYMBOL, FALL_1 + REST, first=date(2024, 1, 1))
+    write_daily_bars(first, SELECTOR, SYMBOL, FIRST, first=date(2024, 1, 1))
+    write_daily_bars(rest, SELECTOR, SYMBOL, REST, first=date(2024, 1, 1) + timedelta(len(FIRST)))
+    write_daily_bars(everything, SELECTOR, SYMBOL, FIRST + REST, first=date(2024, 1, 1))
     expected = _expected_fills(everything)
-    assert len(expected) == 7  # one buy, then three reversals (close + open)
+    assert len(expected) == 9  # one buy, then four reversals (close + open)
 
     server = NatsServer(tmp_path / "nats").start()
     cluster = Cluster(tmp_path, server.url, ["gateway", "workmanager", "marketdata", "execution"])
@@ -179,9 +185,13 @@ async def test_live_pipeline_survives_a_workmanager_kill(
                 }
             )
 
-            # First half; the worker has consumed and acknowledged all of it.
-            await _replay(client, first, len(FALL_1))
+            def submitted() -> list[Envelope]:
+                return [e.envelope for e in events if e.topic.endswith(".submitted")]
+
+            # First half: two orders, then the worker has consumed and acknowledged all of it.
+            await _replay(client, first, len(FIRST))
             await eventually(lambda: _worker_consumer_idle(server.url), "the worker to catch up")
+            await eventually(lambda: len(submitted()) == 2, "the first half's orders")
             services["workmanager"].kill9()
 
             # Second half while the WorkManager is down, then the restart.
@@ -197,13 +207,37 @@ async def test_live_pipeline_survives_a_workmanager_kill(
             def fills() -> list[Envelope]:
                 return [e.envelope for e in events if e.envelope.type == EventTypes.order("filled")]
 
+            def rejected() -> list[Envelope]:
+                return [e.envelope for e in events if e.topic.endswith(".rejected")]
+
             await eventually(lambda: len(fills()) >= len(expected), "every fill", within_s=30)
             await asyncio.sleep(0.5)  # nothing more may come
+            assert rejected() == []  # no duplicate order id, no order on a cold worker
             live = sorted(
-                (f.data["order_id"], f.data["side"], f.data["qty_filled"], f.data["price"])
+                (
+                    f.data["order_id"].endswith("-close"),
+                    f.data["side"],
+                    f.data["qty_filled"],
+                    f.data["price"],
+                )
                 for f in fills()
             )
             assert live == expected
+
+            # Every order once, with an id derived from its bar; each filled exactly once.
+            order_ids = [e.data["order_id"] for e in submitted()]
+            assert len(order_ids) == 5
+            assert all(ORDER_ID.match(o) for o in order_ids), order_ids
+            assert len(set(order_ids)) == len(order_ids)
+            filled_ids = [f.data["order_id"] for f in fills()]
+            assert len(filled_ids) == len(set(filled_ids))  # never filled twice
+            assert sorted(o for o in filled_ids if not o.endswith("-close")) == sorted(order_ids)
+
+            # The worker's snapshot: every bar it saw, the last `slow` closes.
+            snapshot = await client.state.get("workmanager", f"workmanager.snapshot.{WORKER}")
+            assert snapshot is not None
+            assert snapshot.value["changes"] == len(FIRST) + len(REST)
+            assert snapshot.value["state"]["closes"] == (FIRST + REST)[-PARAMS["slow"] :]
 
             # Envelopes, lanes and scenario of everything on the stream.
             for event in events:
@@ -214,11 +248,7 @@ async def test_live_pipeline_survives_a_workmanager_kill(
                 entity, kind = event.topic.split(".")[3:5]
                 assert envelope.type == f"com.virtufin.trading.{entity}.{kind}"
                 assert envelope.marketlane == "act"
-            submitted = [e for e in events if e.topic.endswith(".submitted")]
-            assert len(submitted) == 4
-            assert {e.envelope.source for e in submitted} == {f"urn:com.virtufin.worker.{WORKER}"}
-            filled_ids = [f.data["order_id"] for f in fills()]
-            assert len(filled_ids) == len(set(filled_ids))  # never filled twice
+            assert {e.source for e in submitted()} == {f"urn:com.virtufin.worker.{WORKER}"}
             for fill in fills():
                 assert set(fill.data) >= {
                     "fill_id",
@@ -234,13 +264,10 @@ async def test_live_pipeline_survives_a_workmanager_kill(
 
             # The same order again: the broker drops the redelivered event; a new request
             # reusing the order id is rejected by the venue; neither fills.
-            original = submitted[0].envelope
+            original = submitted()[0]
             await client.pubsub.publish("sc.LIVE.trading.order.submitted", original)
             reused = original.with_changes(id=str(uuid.uuid4()))
             await client.pubsub.publish("sc.LIVE.trading.order.submitted", reused)
-
-            def rejected() -> list[Envelope]:
-                return [e.envelope for e in events if e.topic.endswith(".rejected")]
 
             await eventually(rejected, "the duplicate's rejection")
             assert (
@@ -257,7 +284,7 @@ async def test_live_pipeline_survives_a_workmanager_kill(
             units = sum(qty if side == "buy" else -qty for _, side, qty, _ in expected)
             assert [(p["symbol"], p["size"]) for p in positions] == [(SYMBOL, units)]
             orders = (await client.gateway.execution.GetOrders({"scenario_id": "LIVE"}))["orders"]
-            assert sorted(o["id"] for o in orders) == sorted(o for o, *_ in expected)
+            assert sorted(o["id"] for o in orders) == sorted(filled_ids)
             assert {o["status"] for o in orders} == {"ORDER_STATUS_FILLED"}
 
             collector.cancel()

@@ -29,8 +29,10 @@ MODULES = [
     "workers.kit.clock",
     "workers.kit.commands",
     "workers.kit.context",
+    "workers.kit.ids",
     "workers.kit.params",
     "workers.kit.script",
+    "workers.kit.snapshots",
     "workers.kit.worker",
 ]
 

@@ -9,6 +9,7 @@ import pytest
 from virtufin.envelope import Envelope
 from virtufin.runtime.routing import Binding, Stamper, UnroutableError
 from workers.kit.context import Emission
+from workers.kit.ids import order_id
 
 BAR_TIME = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -122,3 +123,34 @@ def test_scenario_routing_needs_a_scenario_and_a_well_formed_type():
         stamp(orphan, Emission("com.virtufin.trading.order.submitted"))
     with pytest.raises(UnroutableError, match="does not make a scenario topic"):
         stamp(bar(), Emission("com.virtufin.risk.x"))
+
+
+SUBMITTED = "com.virtufin.trading.order.submitted"
+
+
+def test_orders_without_an_id_get_the_id_derived_from_the_input():
+    event = bar()
+    first = stamp(event, Emission(SUBMITTED, {"side": "buy", "order_id": None}))
+    again = stamp(event, Emission(SUBMITTED, {"side": "buy"}))
+    out = first[0].envelope
+    assert out.data == {"side": "buy", "order_id": order_id("sma", event.source, event.id, 0)}
+    assert out.subject == f"order/{out.data['order_id']}"
+    assert again[0].envelope.data["order_id"] == out.data["order_id"]  # a redelivery: same id
+    other = stamp(bar(), Emission(SUBMITTED, {"side": "buy"}))[0].envelope
+    assert other.data["order_id"] != out.data["order_id"]  # another input: another id
+
+
+def test_host_made_ids_never_collide_with_the_workers_own():
+    event = bar()
+    own = order_id("sma", event.source, event.id, 1)
+    routed = stamp(
+        event,
+        Emission(SUBMITTED, {"order_id": own}, "mine"),
+        Emission(SUBMITTED, {"order_id": ""}),
+        Emission("com.example.note", {"order_id": None}),
+    )
+    ids = [r.envelope.data["order_id"] for r in routed]
+    assert ids[0] == own
+    assert routed[0].envelope.subject == "mine"  # an explicit id or subject is left alone
+    assert ids[1] == order_id("sma", event.source, event.id, 1 + 3)  # 1 was taken
+    assert ids[2] is None  # only order requests get ids

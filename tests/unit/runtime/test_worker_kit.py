@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import Enum
 
@@ -18,6 +19,7 @@ from workers.kit import (
     Worker,
     WorkerContext,
     emissions_from_output,
+    order_id,
     parse_command,
 )
 
@@ -175,3 +177,51 @@ def test_command_worker_without_handle_names_it():
     worker.ctx = WorkerContext(worker_id="l")
     with pytest.raises(NotImplementedError, match=r"Lazy\.handle"):
         worker.handle(Cmd.START, {})
+
+
+def test_order_ids_derive_from_worker_input_and_ordinal_only():
+    assert order_id("w", "urn:src", "bar-1") == order_id("w", "urn:src", "bar-1", 0)
+    made = {
+        order_id(w, s, i, n)
+        for w in ("w", "v")
+        for s in ("urn:src", "urn:other")
+        for i in ("bar-1", "bar-2")
+        for n in (0, 1)
+    }
+    assert len(made) == 16
+    assert all(re.fullmatch(r"[wv]-[0-9a-f]{20}", m) for m in made)
+    # No ambiguity between fields: moving a separator-like character changes the id.
+    assert order_id("w", "a|b", "c") != order_id("w", "a", "b|c")
+
+
+def test_ctx_order_id_counts_within_one_input_and_repeats_for_a_redelivery():
+    ctx = WorkerContext(worker_id="w")
+    event = ev()
+    ctx.event = event
+    first = [ctx.order_id(), ctx.order_id()]
+    assert first == [order_id("w", event.source, event.id, n) for n in (0, 1)]
+    ctx.take_emitted()  # the host, after the input
+    ctx.event = ev()
+    assert ctx.order_id() != first[0]  # a new input
+    ctx.take_emitted()
+    ctx.event = event  # the same input again (the same object, as a redelivery may be)
+    assert ctx.order_id() == first[0]
+
+
+def test_ctx_order_id_needs_an_input():
+    with pytest.raises(RuntimeError, match="call it in on_event"):
+        WorkerContext(worker_id="w").order_id()
+
+
+def test_only_workers_overriding_snapshot_are_stateful():
+    class Plain(Worker):
+        pass
+
+    class Keeps(Worker):
+        def snapshot(self):
+            return 1
+
+    assert not Plain.is_stateful()
+    assert Keeps.is_stateful()
+    with pytest.raises(NotImplementedError, match=r"Keeps\.restore"):
+        Keeps().restore(1)
