@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -177,3 +177,36 @@ def test_late_corrected_deliveries_replace_rows_and_clear_the_quarantine(
 def test_symbols_that_would_break_partition_keys_are_refused(symbol: str) -> None:
     with pytest.raises(ConfigError, match="must match"):
         Universe(symbols=(symbol,))
+
+
+def test_vendor_data_around_hurricane_sandy_shows_no_session_gap(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Real-shaped data: bars on the days the NYSE traded, none on 2012-10-29/30 (closed)."""
+    folder = tmp_path / "sandy"
+    folder.mkdir()
+    closed = {date(2012, 10, 29), date(2012, 10, 30)}
+    lines = ["Date,Open,High,Low,Close,Volume"]
+    day, traded = date(2012, 10, 15), 0
+    while day <= date(2012, 11, 9):
+        if day.weekday() < 5 and day not in closed:
+            price = 140.0 + traded
+            lines.append(f"{day},{price:.2f},{price + 1:.2f},{price - 1:.2f},{price + 0.5:.2f},900")
+            traded += 1
+        day += timedelta(days=1)
+    (folder / "SPY.csv").write_text("\n".join(lines) + "\n")
+    source = DropFolderSource(folder=str(folder), selector="VENDOR_SANDY")
+    defs = build_defs(
+        universe=Universe(symbols=("SPY",), start_date="2012-10-01"),
+        settings=stack.settings,
+        resources={**stack.resources, "market_data": source},
+    )
+    result = ingest(defs, stack.instance, date(2012, 10, 15), date(2012, 11, 9), ("SPY",))
+    assert result.success
+    checks = _checks(result)
+    assert checks["no_session_gaps"].passed, checks["no_session_gaps"].metadata
+    assert all(e.passed for e in checks.values())
+    meta = _metadata(result)
+    assert meta["sessions"] == traded == 18
+    assert meta["rows_stored"] == traded
+    assert meta["rows_quarantined"] == 0
