@@ -9,7 +9,11 @@
   against a plain numpy computation of the same crossover signals. Target: within 2×
   (ratio ≥ 0.5). ``backtest.batch on_batch signals bars/s``: the worker's ``on_batch`` alone
   (signals and its columnar `OrderBatch` decisions) against the same numpy.
-  ``backtest.batch == event trades`` checks both paths trade identically.
+  ``backtest.batch native OnBatch signals bars/s``: the C ``sma_cross``'s ``OnBatch`` through
+  the native engine (each batch exported zero-copy through the Arrow C data interface, the
+  decisions copied back as numpy order columns) against the same numpy. Target: within 2×.
+  ``backtest.batch == event trades`` checks both paths trade identically;
+  ``backtest.batch native == event trades`` the same for the C worker.
 - ``backtest.peak RSS @N`` and ``backtest.tracemalloc peak @N``: memory of a replay of N bars
   streamed from a generator (nothing held whole), each in a fresh process, against N = 10⁵.
   Flat memory means a ratio near 1 (target ≤ 1.5).
@@ -46,13 +50,16 @@ from workers.kit import WorkerContext
 __all__ = ["TARGETS", "run"]
 
 REFERENCE: Final = "virtufin.backtest.testkit:SmaCrossReference"
+NATIVE_MANIFEST: Final = "native/build/libsma_cross.manifest.json"
 FAST, SLOW = 10, 20
 TARGETS: Final[dict[str, str]] = {
     "backtest.event bars/s": "≥ 200000 bars/s and ≥ 20",
     "backtest.event bars/s (bundled sma_cross)": "≥ 20",
     "backtest.batch bars/s": "≥ 0.5",
     "backtest.batch on_batch signals bars/s": "≥ 0.5",
+    "backtest.batch native OnBatch signals bars/s": "≥ 0.5",
     "backtest.batch == event trades": "= 1",
+    "backtest.batch native == event trades": "= 1",
     "backtest.peak RSS": "≤ 1.5",
     "backtest.tracemalloc peak": "≤ 1.5",
 }
@@ -135,6 +142,29 @@ def on_batch_secs(table: pa.Table, batch_rows: int = 16_384) -> float:
         worker.on_batch(batch)
         ctx.take_emitted()
     return time.perf_counter() - started
+
+
+def native_on_batch_secs(table: pa.Table, batch_rows: int = 16_384, repeats: int = 5) -> float:
+    """The C ``sma_cross``'s ``OnBatch`` alone over `table`, through the native engine (export,
+    call, order columns back), best of `repeats` fresh instances."""
+    from virtufin.runtime.factory import create_engine
+    from virtufin.runtime.manifest import WorkerManifest
+
+    manifest = WorkerManifest.load(_ROOT / NATIVE_MANIFEST)
+    batches = table.to_batches(max_chunksize=batch_rows)
+    best = float("inf")
+    for _ in range(repeats):
+        with create_engine(manifest, params={"fast": FAST, "slow": SLOW}) as engine:
+            on_batch = engine.on_batch  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            for batch in batches:
+                on_batch(batch)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _build_native() -> None:
+    subprocess.run(["make", "-s", "-C", str(_ROOT / "native")], check=True, timeout=300)
 
 
 # --------------------------------------------------------------------------- memory
@@ -237,17 +267,44 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             TARGETS["backtest.batch on_batch signals bars/s"],
         )
     )
-    same = [(t.entry_bar, t.exit_bar, t.size, t.pnl) for t in batch.trades] == [
-        (t.entry_bar, t.exit_bar, t.size, t.pnl) for t in event.trades
-    ]
+    _build_native()
+    rows.append(
+        bench_row(
+            "backtest.batch native OnBatch signals bars/s",
+            n / native_on_batch_secs(table),
+            "bars/s",
+            "numpy signals",
+            n / numpy_secs,
+            TARGETS["backtest.batch native OnBatch signals bars/s"],
+        )
+    )
+
+    def trades(result: Any) -> list[tuple[int, int, float, float]]:
+        return [(t.entry_bar, t.exit_bar, t.size, t.pnl) for t in result.trades]
+
     rows.append(
         bench_row(
             "backtest.batch == event trades",
-            float(same),
+            float(trades(batch) == trades(event)),
             "bool",
             "event path",
             1.0,
             TARGETS["backtest.batch == event trades"],
+        )
+    )
+    native = _ROOT / NATIVE_MANIFEST
+    native_runs = [
+        run_backtest(str(native), source, params=params, config=_config(mode=mode))
+        for mode in ("event", "batch")
+    ]
+    rows.append(
+        bench_row(
+            "backtest.batch native == event trades",
+            float(trades(native_runs[1]) == trades(native_runs[0]) == trades(event)),
+            "bool",
+            "event path",
+            1.0,
+            TARGETS["backtest.batch native == event trades"],
         )
     )
 

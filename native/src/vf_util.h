@@ -2,7 +2,8 @@
  * vf_util.h — helpers shared by the bundled C workers (header-only, static functions):
  *   - a JSON scanner: find members and read numbers/strings in place, no allocation;
  *   - a growable output buffer (malloc'd, so FreeResult is free());
- *   - a table of per-instance state keyed by VirtufinHost.engine_ptr.
+ *   - a table of per-instance state keyed by VirtufinHost.engine_ptr;
+ *   - readers of Arrow record batches (the OnBatch extension) that work on the buffers in place.
  */
 #ifndef VF_UTIL_H
 #define VF_UTIL_H
@@ -281,6 +282,90 @@ static inline void* vf_forget(vf_table* t, void* key) {
     }
     pthread_mutex_unlock(&t->lock);
     return state;
+}
+
+/* ------------------------------------------------------------------ Arrow record batches */
+
+/* The index of the column called `name` of a struct schema (a record batch), or -1. */
+static inline int64_t vf_arrow_column(const struct ArrowSchema* schema, const char* name) {
+    for (int64_t i = 0; i < schema->n_children; i++) {
+        const char* n = schema->children[i]->name;
+        if (n != NULL && strcmp(n, name) == 0) return i;
+    }
+    return -1;
+}
+
+/* 1 if rows [first, first + length) of the array (its own offset added) hold no null. */
+static inline int vf_arrow_no_nulls(const struct ArrowArray* a, int64_t first, int64_t length) {
+    if (a->null_count == 0 || a->n_buffers < 1 || a->buffers[0] == NULL) return 1;
+    const uint8_t* bits = (const uint8_t*)a->buffers[0];
+    for (int64_t i = a->offset + first; i < a->offset + first + length; i++)
+        if (!((bits[i >> 3] >> (i & 7)) & 1)) return 0;
+    return 1;
+}
+
+/* The float64 ("g") values of rows [first, first + length), in place; NULL if the column has
+ * another type or a null there. */
+static inline const double* vf_arrow_f64(const struct ArrowSchema* s, const struct ArrowArray* a,
+                                         int64_t first, int64_t length) {
+    static const double none[1] = {0.0};
+    if (strcmp(s->format, "g") != 0 || a->n_buffers != 2 || a->length < first + length ||
+        !vf_arrow_no_nulls(a, first, length))
+        return NULL;
+    if (a->buffers[1] == NULL) return length == 0 ? none : NULL;
+    return (const double*)a->buffers[1] + a->offset + first;
+}
+
+/* A utf8 ("u") or large utf8 ("U") column, read in place. */
+typedef struct {
+    const char* data;
+    const int32_t* off32; /* "u": offsets, the row's first included */
+    const int64_t* off64; /* "U" */
+} vf_arrow_strings;
+
+/* Point `out` at rows [first, …) of a string column; 0 if it is not one or has a null among
+ * the `length` rows. */
+static inline int vf_arrow_strings_of(const struct ArrowSchema* s, const struct ArrowArray* a,
+                                      int64_t first, int64_t length, vf_arrow_strings* out) {
+    int large = strcmp(s->format, "U") == 0;
+    if ((!large && strcmp(s->format, "u") != 0) || a->n_buffers != 3 ||
+        a->length < first + length || !vf_arrow_no_nulls(a, first, length))
+        return 0;
+    if (length == 0) {
+        out->data = "";
+        out->off32 = NULL;
+        out->off64 = NULL;
+        return 1;
+    }
+    if (a->buffers[1] == NULL) return 0;
+    out->data = a->buffers[2] != NULL ? (const char*)a->buffers[2] : "";
+    out->off32 = large ? NULL : (const int32_t*)a->buffers[1] + a->offset + first;
+    out->off64 = large ? (const int64_t*)a->buffers[1] + a->offset + first : NULL;
+    return 1;
+}
+
+/* The bytes of row `row` (relative to `first` above), as a span of the column's data buffer. */
+static inline vf_span vf_arrow_string(const vf_arrow_strings* s, int64_t row) {
+    vf_span out;
+    if (s->off32 != NULL) {
+        out.p = s->data + s->off32[row];
+        out.end = s->data + s->off32[row + 1];
+    } else {
+        out.p = s->data + s->off64[row];
+        out.end = s->data + s->off64[row + 1];
+    }
+    return out;
+}
+
+static inline int vf_span_eq(vf_span a, vf_span b) {
+    size_t n = (size_t)(a.end - a.p);
+    return (size_t)(b.end - b.p) == n && memcmp(a.p, b.p, n) == 0;
+}
+
+/* Release a batch and its schema (whichever is still unreleased), as OnBatch must. */
+static inline void vf_arrow_release(struct ArrowSchema* schema, struct ArrowArray* batch) {
+    if (batch != NULL && batch->release != NULL) batch->release(batch);
+    if (schema != NULL && schema->release != NULL) schema->release(schema);
 }
 
 #endif /* VF_UTIL_H */

@@ -222,6 +222,28 @@ def test_script_worker_makes_the_same_trades(ours: BacktestResult) -> None:
     assert script.equity_final == ours.equity_final
 
 
+def test_native_worker_makes_the_same_trades_on_both_paths(ours: BacktestResult) -> None:
+    """The C twin, in process: bar events through ``Process``, and whole Arrow batches through
+    ``OnBatch`` (zero-copy), small and large."""
+    subprocess.run(["make", "-s", "-C", str(ROOT / "native")], check=True, timeout=120)
+    manifest = str(ROOT / "native" / "build" / "libsma_cross.manifest.json")
+    expected = [(t.entry_bar, t.exit_bar, t.size, t.pnl) for t in ours.trades]
+    for mode, rows in (("event", 16_384), ("batch", 16_384), ("batch", 10)):
+        native = run_backtest(
+            manifest,
+            GOOG,
+            params={"fast": 10, "slow": 20},
+            config=BacktestConfig(
+                commission_rate=0.002, warmup_bars=19, mode=mode, batch_rows=rows,
+                keep_equity=False,
+            ),
+        )  # fmt: skip
+        assert [(t.entry_bar, t.exit_bar, t.size, t.pnl) for t in native.trades] == expected
+        assert native.equity_final == pytest.approx(
+            ours.equity_final, rel=1e-12
+        )  # summed per batch
+
+
 def test_fill_at_close_matches_trade_on_close() -> None:
     peer = _peer(trade_on_close=True)
     mine = run_backtest(

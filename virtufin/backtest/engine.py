@@ -15,8 +15,10 @@ computed per batch with numpy (`EquityBook`, `StatsAccumulator`), never per bar 
 
 `mode="batch"`: the worker's ``on_batch(record_batch)`` sees whole batches and emits orders
 tagged with the bar they were decided on (``{"row": …}`` dicts, or columnar
-`workers.kit.batch.OrderBatch`es that a numpy strategy returns without a Python loop); the venue
-and portfolio then run exactly as in the event path, so both paths give the same trades.
+`workers.kit.batch.OrderBatch`es that a numpy strategy returns without a Python loop); a native
+library's ``OnBatch`` gets the batch zero-copy through the Arrow C data interface and hands back
+order columns (`virtufin.runtime.native.OrderColumns`). The venue and portfolio then run exactly
+as in the event path, so both paths give the same trades.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from virtufin.backtest.config import BacktestConfig
 from virtufin.backtest.data import BarSource, open_source
 from virtufin.backtest.emit import Emitter
 from virtufin.backtest.equity import EquityBook, EquityRows
-from virtufin.backtest.hosting import WorkerHost, load_engine
+from virtufin.backtest.hosting import BatchRunner, WorkerHost, load_engine
 from virtufin.backtest.market import MarketView
 from virtufin.backtest.metrics import StatsAccumulator
 from virtufin.backtest.portfolio import Portfolio, Trade
@@ -53,6 +55,7 @@ from virtufin.envelope import Envelope, parse_time
 from virtufin.errors import ConfigError, ScenarioInactiveError, WorkerError
 from virtufin.runtime.engine import Engine
 from virtufin.runtime.manifest import WorkerManifest
+from virtufin.runtime.native import OrderColumns
 from virtufin.scenarios import Scenario, ScenarioRegistry, ScenarioStatus
 from virtufin.state.memory import MemoryStateStore
 from virtufin.topics import EventTypes
@@ -231,12 +234,8 @@ class BacktestEngine:
             on_trade=on_trade,
             keep_trades=cfg.keep_trades,
         )
-        batch_worker = host.batch_worker() if cfg.mode == "batch" else None
-        if cfg.mode == "batch" and batch_worker is None:
-            raise ConfigError(
-                "backtest", "mode", f"worker {engine.worker_id} has no on_batch (in process)"
-            )
-        if batch_worker is None:
+        batch_runner = host.batch_runner() if cfg.mode == "batch" else None
+        if batch_runner is None:
             host.subscribe(f"hyp.{selector}.exchange.{cfg.venue}.ohlcv.candle.>")
         warmup = cfg.warmup_bars
         if warmup is None:
@@ -260,10 +259,10 @@ class BacktestEngine:
                 if not batch.n:
                     continue
                 market.begin(batch)
-                if batch_worker is None:
+                if batch_runner is None:
                     self._replay_events(batch, bars, venue, validated)
                 else:
-                    self._replay_batch(batch, batch_worker, host, venue, engine.worker_id)
+                    self._replay_batch(batch, batch_runner, venue, engine.worker_id)
                 self.bars += batch.n
                 if host.fatal is not None:
                     raise host.fatal
@@ -352,8 +351,7 @@ class BacktestEngine:
     def _replay_batch(
         self,
         batch: BarBatch,
-        worker: Any,
-        host: WorkerHost,
+        runner: BatchRunner,
         venue: SimulatedVenue,
         worker_id: str,
     ) -> None:
@@ -361,20 +359,23 @@ class BacktestEngine:
 
         market = self.market
         clock = HistoricalClock(MarketView.to_datetime(int(batch.ts[-1])))
-        ctx = worker.ctx
-        ctx.clock = clock
         try:
-            returned = worker.on_batch(batch.record)
+            emitted = runner(batch.record, clock)
+        except WorkerError:
+            raise
         except Exception as exc:
             raise WorkerError(worker_id, f"on_batch raised {type(exc).__name__}: {exc}") from exc
-        emitted = list(ctx.take_emitted())
-        if isinstance(returned, list | tuple):
-            emitted.extend(returned)
         orders: list[tuple[int, str, Mapping[str, Any]]] = []
         for item in emitted:
-            if isinstance(item, OrderBatch):
-                self._check_rows(batch, item)
-                orders.extend((row, _ORDER_SUBMITTED, data) for row, data in item.orders())
+            if isinstance(item, OrderColumns | OrderBatch):
+                groups = (
+                    self._order_batches(batch, venue.symbols, item)
+                    if isinstance(item, OrderColumns)
+                    else [item]
+                )
+                for group in groups:
+                    self._check_rows(batch, group)
+                    orders.extend((row, _ORDER_SUBMITTED, data) for row, data in group.orders())
             else:
                 kind, data = _order_of(item)
                 orders.append((self._decision_row(batch, data), kind, data))
@@ -414,6 +415,56 @@ class BacktestEngine:
             market.row = found
             venue.on_bar(found)
             row = found + 1
+
+    @staticmethod
+    def _order_batches(
+        batch: BarBatch, symbols: SymbolTable, columns: OrderColumns
+    ) -> list[OrderBatch]:
+        """A native worker's order columns as `OrderBatch`es, one per symbol of their rows."""
+        rows = columns.rows
+        if not len(rows):
+            return []
+        if not (int(rows.min()) >= 0 and int(rows.max()) < batch.n):
+            raise ConfigError("OnBatch", "rows", f"order rows outside the batch (0..{batch.n - 1})")
+        options = dict(columns.options)
+        shape: dict[str, Any] = {
+            "qty": options.get("qty"),
+            "sizing": options.get("sizing", "all_in"),
+            "exclusive": options.get("exclusive", True),
+            "reason": options.get("reason", ""),
+        }
+        if columns.limit_prices is not None:
+            shape["type"] = "limit"
+        codes = batch.sym[rows]
+        first = int(codes[0])
+        names = symbols.by_code
+        try:
+            if (codes == first).all():
+                return [
+                    OrderBatch(
+                        names[first].symbol,
+                        rows=rows,
+                        sides=columns.sides,
+                        limit_prices=columns.limit_prices,
+                        **shape,
+                    )
+                ]
+            out = []
+            for code in np.unique(codes).tolist():
+                pick = codes == code
+                limits = columns.limit_prices
+                out.append(
+                    OrderBatch(
+                        names[code].symbol,
+                        rows=rows[pick],
+                        sides=columns.sides[pick],
+                        limit_prices=None if limits is None else limits[pick],
+                        **shape,
+                    )
+                )
+            return out
+        except ValueError as exc:
+            raise ConfigError("OnBatch", "orders", str(exc)) from None
 
     @staticmethod
     def _check_rows(batch: BarBatch, orders: OrderBatch) -> None:

@@ -5,26 +5,38 @@ The backtest does not call strategy code itself: it loads the worker into a runt
 library) and subscribes that engine to the ``hyp.<selector>`` bar lanes of the in-process bus,
 exactly as the WorkManager subscribes it to ``act`` lanes live. Outputs are published on the
 topics the runtime routes them to (orders go to ``sc.<sid>.trading.order.submitted``).
+
+The batch path (`WorkerHost.batch_runner`) calls the worker once per record batch instead: a
+class worker's ``on_batch`` in process, or a native library's ``OnBatch`` (zero-copy through
+the Arrow C data interface). Out-of-process engines cannot take batches.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from virtufin.bus.memory import MemoryBus
 from virtufin.bus.port import Delivery
 from virtufin.envelope import Envelope
-from virtufin.errors import WorkerError, WorkerEventError, WorkerLoadError
+from virtufin.errors import ConfigError, WorkerError, WorkerEventError, WorkerLoadError
+from virtufin.runtime.constants import MIME_NATIVE
 from virtufin.runtime.engine import Engine
 from virtufin.runtime.factory import create_engine
 from virtufin.runtime.manifest import WorkerManifest, resolve_target
+from virtufin.runtime.native import NativeEngine
 from virtufin.runtime.routing import Binding
+from workers.kit.clock import Clock
 
-__all__ = ["WorkerHost", "load_engine", "resolve_strategy"]
+__all__ = ["BatchRunner", "WorkerHost", "load_engine", "resolve_strategy"]
+
+BatchRunner = Callable[[Any, Clock], list[Any]]
+"""``runner(record_batch, clock)`` → what the worker decided on the batch: `OrderBatch`es,
+`virtufin.runtime.native.OrderColumns`, `Emission`s, envelopes or order dicts (with ``row``).
+Raises `WorkerError` when the worker fails the batch."""
 
 log = logging.getLogger(__name__)
 _BUNDLED_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -128,18 +140,74 @@ class WorkerHost:
             self.first_error = reason
             log.warning("worker %s failed on an event: %s", self.worker_id, reason)
 
-    def batch_worker(self) -> Any | None:
-        """The in-process worker object if it implements ``on_batch`` (the batch path)."""
-        worker = getattr(self.engine, "worker", None)
-        if worker is None:
-            return None
-        from workers.kit.worker import Worker
+    def batch_runner(self) -> BatchRunner:
+        """How the batch path calls this worker: a class worker's ``on_batch`` (in process) or a
+        native library's ``OnBatch`` (in process, zero-copy).
 
-        on_batch = getattr(type(worker), "on_batch", None)
-        if on_batch is None or on_batch is Worker.on_batch:
-            return None
-        return worker
+        Raises:
+            ConfigError: the engine cannot take whole batches (no ``on_batch``/``OnBatch``, or
+                the worker runs out of process: a script, or a native library in safe mode).
+        """
+        engine = self.engine
+        worker = getattr(engine, "worker", None)
+        if worker is not None:
+            from workers.kit.worker import Worker
+
+            on_batch = getattr(type(worker), "on_batch", None)
+            if on_batch is None or on_batch is Worker.on_batch:
+                raise ConfigError(
+                    "backtest", "mode", f"worker {engine.worker_id} has no on_batch (in process)"
+                )
+            return _python_runner(worker, engine.worker_id)
+        if isinstance(engine, NativeEngine):
+            if not engine.has_on_batch:
+                name = Path(engine.manifest.entry_point).name
+                raise ConfigError(
+                    "backtest",
+                    "mode",
+                    f"worker {engine.worker_id} has no on_batch: {name} does not export OnBatch "
+                    "(the native batch extension, docs/spec/native-abi.md)",
+                )
+            return _native_runner(engine)
+        if engine.isolation == "process":
+            how = "a native library in safe mode" if engine.mime_type == MIME_NATIVE else "a script"
+            raise ConfigError(
+                "backtest",
+                "mode",
+                f"worker {engine.worker_id} runs out of process ({how}); mode=batch needs an "
+                "in-process engine: a class worker with on_batch, or a native library exporting "
+                "OnBatch without safe mode",
+            )
+        raise ConfigError(
+            "backtest",
+            "mode",
+            f"worker {engine.worker_id}: {type(engine).__name__} takes no batches",
+        )
 
     def stop(self) -> None:
         self.unsubscribe()
         self.engine.stop()
+
+
+def _python_runner(worker: Any, worker_id: str) -> BatchRunner:
+    def run(record: Any, clock: Clock) -> list[Any]:
+        ctx = worker.ctx
+        ctx.clock = clock
+        try:
+            returned = worker.on_batch(record)
+        except Exception as exc:
+            ctx.take_emitted()
+            raise WorkerError(worker_id, f"on_batch raised {type(exc).__name__}: {exc}") from exc
+        emitted = list(ctx.take_emitted())
+        if isinstance(returned, list | tuple):
+            emitted.extend(returned)
+        return emitted
+
+    return run
+
+
+def _native_runner(engine: NativeEngine) -> BatchRunner:
+    def run(record: Any, clock: Clock) -> list[Any]:
+        return list(engine.on_batch(record))
+
+    return run

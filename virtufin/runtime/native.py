@@ -8,6 +8,11 @@ frames, so a segfault only kills the child, which is restarted like a crashed Py
 Both call ``Configure`` once before the first event with
 ``{"worker_id": …, "params": {…}, "env": {…}}`` when the library exports it.
 
+A library exporting ``OnBatch`` (the batch extension, docs/spec/native-abi.md) also takes whole
+Arrow record batches in process: `NativeEngine.on_batch` exports the batch through the Arrow C
+data interface (no copy: the library reads pyarrow's buffers) and returns the library's
+decisions as numpy columns (`OrderColumns`). The backtest's ``mode="batch"`` uses it.
+
 ``gateway_call`` goes to the binding's gateway (the WorkManager binds a
 `virtufin.client.GatewayBridge`). A gateway call blocks until the backend answers, and the
 backend may be the very service hosting the worker, so an in-process engine with a gateway is
@@ -21,16 +26,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import virtufin
 from virtufin.envelope import Envelope
-from virtufin.errors import WorkerEventError, WorkerLoadError
+from virtufin.errors import WorkerError, WorkerEventError, WorkerLoadError
 from virtufin.runtime.constants import MIME_NATIVE
 from virtufin.runtime.engine import Engine
 from virtufin.runtime.manifest import WorkerManifest
-from virtufin.runtime.native_lib import NativeCallError, NativeLibrary
+from virtufin.runtime.native_lib import BatchOrders, NativeCallError, NativeLibrary
 from virtufin.runtime.process import ProcessEngine
 from virtufin.runtime.routing import Binding
 from virtufin.runtime.wire import dumps, event_json
@@ -38,7 +44,7 @@ from workers.kit.clock import Clock
 from workers.kit.context import Emission
 from workers.kit.script import emissions_from_output
 
-__all__ = ["PROJECT_ROOT", "NativeEngine", "NativeSafeEngine", "native_config"]
+__all__ = ["PROJECT_ROOT", "NativeEngine", "NativeSafeEngine", "OrderColumns", "native_config"]
 
 PROJECT_ROOT: Final = Path(virtufin.__file__).resolve().parent.parent
 """The folder holding the ``virtufin`` package (put on the safe-mode child's path)."""
@@ -75,6 +81,56 @@ def _output_emissions(worker_id: str, raw: bytes | None, event: Envelope) -> lis
         return emissions_from_output(parsed)
     except ValueError as exc:
         raise WorkerEventError(worker_id, f"worker returned garbage: {exc}", event=event) from None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OrderColumns:
+    """A group of orders an ``OnBatch`` decided, as numpy columns (copies; the library's
+    buffers are gone): `rows` int64 rows of the batch, `sides` int8 (+1 buy, -1 sell),
+    `limit_prices` float64 (None: market orders), and the group's `options` (``qty``,
+    ``sizing``, ``exclusive``, ``reason``). Each order is for the symbol of its row."""
+
+    rows: Any
+    sides: Any
+    limit_prices: Any
+    options: Mapping[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _batch_items(
+    worker_id: str, items: list[BatchOrders | bytes], n: int
+) -> list[OrderColumns | Emission]:
+    """The library's decisions on a batch of `n` rows, checked, as numpy columns/emissions."""
+    import numpy as np
+
+    out: list[OrderColumns | Emission] = []
+    for item in items:
+        if isinstance(item, BatchOrders):
+            rows = np.frombuffer(item.rows, dtype=np.int64)
+            sides = np.frombuffer(item.sides, dtype=np.int8)
+            if not (int(rows.min()) >= 0 and int(rows.max()) < n):
+                raise WorkerError(
+                    worker_id, f"OnBatch ordered on rows outside the batch (0..{n - 1})"
+                )
+            if not ((sides == 1) | (sides == -1)).all():
+                raise WorkerError(worker_id, "OnBatch order sides must be +1 (buy) or -1 (sell)")
+            limits = item.limit_prices
+            out.append(
+                OrderColumns(
+                    rows=rows,
+                    sides=sides,
+                    limit_prices=None if limits is None else np.frombuffer(limits, np.float64),
+                    options=item.options,
+                )
+            )
+            continue
+        try:
+            out.extend(emissions_from_output(json.loads(item)))
+        except ValueError as exc:
+            raise WorkerError(worker_id, f"OnBatch emitted garbage: {exc}") from None
+    return out
 
 
 class NativeEngine(Engine):
@@ -115,6 +171,30 @@ class NativeEngine(Engine):
         if raw is None:
             return ()
         return _output_emissions(self.worker_id, raw, event)
+
+    @property
+    def has_on_batch(self) -> bool:
+        """Whether the loaded library exports ``OnBatch`` (takes whole record batches)."""
+        lib = getattr(self, "lib", None)
+        return lib is not None and lib.has_on_batch
+
+    def on_batch(self, record: Any) -> list[OrderColumns | Emission]:
+        """Hand one pyarrow ``RecordBatch`` to the library's ``OnBatch``, zero-copy; return its
+        decisions in the order it made them (`OrderColumns`, and `Emission`s it emitted as
+        JSON, whose orders carry ``data.row``).
+
+        Raises:
+            WorkerError: the engine is not ready, the library has no ``OnBatch``, it failed
+                the batch, or it handed over unusable columns or JSON.
+        """
+        self._check_ready()
+        try:
+            with self._lock:
+                items = self.lib.on_batch(record._export_to_c)
+        except NativeCallError as exc:
+            self.last_error = exc.reason
+            raise WorkerError(self.worker_id, exc.reason) from None
+        return _batch_items(self.worker_id, items, record.num_rows)
 
     def _stop(self) -> None:
         lib = getattr(self, "lib", None)

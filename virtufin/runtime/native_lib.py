@@ -1,5 +1,6 @@
 """The cffi binding of Virtufin's native worker ABI (version 1): one `NativeLibrary` per loaded
-worker instance.
+worker instance, with the optional batch extension (``OnBatch``: an Arrow record batch in
+through the Arrow C data interface, decisions out as columns).
 
 Imports only cffi, the standard library and `virtufin.errors`, because the safe-mode child
 (`virtufin/runtime/child.py`) loads it too. The C side is ``native/include/virtufin_worker.h``;
@@ -11,14 +12,27 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from virtufin.errors import GatewayCallError, WorkerLoadError
 
-__all__ = ["ABI_VERSION", "CDEF", "GATEWAY_UNAVAILABLE", "NativeCallError", "NativeLibrary", "ffi"]
+__all__ = [
+    "ABI_VERSION",
+    "BATCH_VERSION",
+    "CDEF",
+    "GATEWAY_UNAVAILABLE",
+    "BatchOrders",
+    "NativeCallError",
+    "NativeLibrary",
+    "ffi",
+]
 
 ABI_VERSION: Final = 1
+BATCH_VERSION: Final = 1
+"""The revision of the batch extension this host speaks (``VirtufinBatchSink.version``)."""
 GATEWAY_UNAVAILABLE: Final = -1
 """``gateway_call``'s answer when the host has no gateway (``VIRTUFIN_E_UNAVAILABLE``)."""
 _INTERNAL: Final = 13  # gRPC INTERNAL: the host failed in an unexpected way
@@ -38,7 +52,52 @@ int32_t Process(const VirtufinHost* host, const char* in, int32_t in_len,
 void FreeResult(char* out);
 int32_t Configure(const VirtufinHost* host, const char* json, int32_t json_len);
 void Destroy(const VirtufinHost* host);
+struct ArrowSchema {
+    const char* format;
+    const char* name;
+    const char* metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema** children;
+    struct ArrowSchema* dictionary;
+    void (*release)(struct ArrowSchema*);
+    void* private_data;
+};
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void** buffers;
+    struct ArrowArray** children;
+    struct ArrowArray* dictionary;
+    void (*release)(struct ArrowArray*);
+    void* private_data;
+};
+typedef struct VirtufinOrderColumns {
+    int64_t length;
+    const int64_t* rows;
+    const int8_t* sides;
+    const double* limit_prices;
+    const char* options;
+} VirtufinOrderColumns;
+typedef struct VirtufinBatchSink {
+    void* sink_ptr;
+    int32_t version;
+    int32_t (*orders)(void* sink_ptr, const VirtufinOrderColumns* orders);
+    int32_t (*emit)(void* sink_ptr, const uint8_t* json, int32_t json_len);
+} VirtufinBatchSink;
+int32_t OnBatch(const VirtufinHost* host, struct ArrowSchema* schema, struct ArrowArray* batch,
+                const VirtufinBatchSink* sink);
 """
+_E_INPUT: Final = 1  # VIRTUFIN_E_INPUT: what the batch sink answers to unusable columns
+_ORDER_OPTIONS: Final[dict[str, type | tuple[type, ...]]] = {
+    "qty": (int, float, type(None)),
+    "sizing": str,
+    "exclusive": bool,
+    "reason": str,
+}
 _LEVELS: Final = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 _log = logging.getLogger(__name__)
 
@@ -55,6 +114,22 @@ ffi: Any = _make_ffi()
 _instances: dict[int, NativeLibrary] = {}
 _responses: dict[int, Any] = {}
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOrders:
+    """One group of orders an ``OnBatch`` handed to ``sink->orders``, copied out of the library.
+
+    `rows` holds `length` native-endian int64, `sides` `length` int8 (+1 buy, -1 sell),
+    `limit_prices` `length` float64 or None (market orders); `options` is the group's
+    ``options`` JSON object (``qty``, ``sizing``, ``exclusive``, ``reason``).
+    """
+
+    length: int
+    rows: bytes
+    sides: bytes
+    limit_prices: bytes | None
+    options: dict[str, Any]
 
 
 class NativeCallError(Exception):
@@ -139,6 +214,32 @@ def _free_response_callback(response: Any) -> None:
         _responses.pop(int(ffi.cast("uintptr_t", response)), None)
 
 
+@ffi.callback(  # type: ignore[untyped-decorator]
+    "int32_t(void*, const VirtufinOrderColumns*)", onerror=lambda *_: _E_INPUT
+)
+def _orders_callback(sink_ptr: Any, columns: Any) -> int:
+    lib = _instance(sink_ptr)
+    if lib is None:
+        return _E_INPUT
+    try:
+        return lib._take_orders(columns)
+    except Exception as exc:  # the library only sees a code: keep the reason for the error
+        return lib._refuse(f"the host failed: {type(exc).__name__}: {exc}")
+
+
+@ffi.callback(  # type: ignore[untyped-decorator]
+    "int32_t(void*, const uint8_t*, int32_t)", onerror=lambda *_: _E_INPUT
+)
+def _emit_callback(sink_ptr: Any, payload: Any, size: int) -> int:
+    lib = _instance(sink_ptr)
+    if lib is None:
+        return _E_INPUT
+    try:
+        return lib._take_emit(payload, size)
+    except Exception as exc:
+        return lib._refuse(f"the host failed: {type(exc).__name__}: {exc}")
+
+
 class NativeLibrary:
     """One loaded native worker instance: checks the ABI, then calls into the library.
 
@@ -151,6 +252,7 @@ class NativeLibrary:
     | FreeResult         | yes      | called exactly once per non-null output              |
     | Configure          | no       | this project's extension: parameters, once, first    |
     | Destroy            | no       | this project's extension: free per-instance state    |
+    | OnBatch            | no       | batch extension: an Arrow record batch, zero-copy    |
 
     Host hooks (override in a subclass):
 
@@ -191,6 +293,16 @@ class NativeLibrary:
         self.host = host
         self._out = ffi.new("char**")
         self._out_len = ffi.new("int32_t*")
+        sink = ffi.new("VirtufinBatchSink*")
+        sink.sink_ptr = self._handle
+        sink.version = BATCH_VERSION
+        sink.orders = _orders_callback
+        sink.emit = _emit_callback
+        self._sink = sink
+        self._batch: list[BatchOrders | bytes] | None = None
+        self._batch_error: str | None = None
+        self.unreleased = 0
+        """Batches (or schemas) the library left unreleased, which the host released itself."""
         self._closed = False
         _instances[self._key] = self
 
@@ -218,6 +330,7 @@ class NativeLibrary:
         self._free = self._symbol("FreeResult", required=True)
         self._configure = self._symbol("Configure", required=False)
         self._destroy = self._symbol("Destroy", required=False)
+        self._on_batch = self._symbol("OnBatch", required=False)
 
     # ------------------------------------------------------------------ hooks
 
@@ -281,6 +394,113 @@ class NativeLibrary:
             detail = f": {self.last_error}" if self.last_error else ""
             raise NativeCallError(rc, f"Process returned {rc}{detail}")
         return result or None
+
+    @property
+    def has_on_batch(self) -> bool:
+        """Whether the library exports ``OnBatch`` (the batch extension)."""
+        return self._on_batch is not None
+
+    def on_batch(self, export: Callable[[int, int], None]) -> list[BatchOrders | bytes]:
+        """Call ``OnBatch`` with one record batch; return what it handed to the sink, in order:
+        `BatchOrders` (``sink->orders``) and JSON bytes (``sink->emit``).
+
+        `export(array_address, schema_address)` fills the host's ``struct ArrowArray`` and
+        ``struct ArrowSchema`` (pyarrow: ``record_batch._export_to_c``); the library reads the
+        buffers in place and releases both. Whatever it left unreleased (and did not move) is
+        released here, counted in `unreleased`, and logged.
+
+        Raises:
+            NativeCallError: no ``OnBatch``, a non-zero return code, or columns the sink
+                refused.
+        """
+        if self._on_batch is None:
+            raise NativeCallError(-1, f"{self.path.name} does not export OnBatch")
+        schema = ffi.new("struct ArrowSchema*")
+        array = ffi.new("struct ArrowArray*")
+        export(int(ffi.cast("uintptr_t", array)), int(ffi.cast("uintptr_t", schema)))
+        self._batch, self._batch_error = [], None
+        try:
+            rc = self._on_batch(self.host, schema, array, self._sink)
+        finally:
+            items, refused = self._batch, self._batch_error
+            self._batch = None
+            self._release_leftovers(schema, array)
+        if rc != 0:
+            detail = refused or self.last_error
+            raise NativeCallError(rc, f"OnBatch returned {rc}" + (f": {detail}" if detail else ""))
+        if refused is not None:
+            raise NativeCallError(_E_INPUT, f"OnBatch ignored a refusal: {refused}")
+        return items
+
+    def _release_leftovers(self, schema: Any, array: Any) -> None:
+        left = []
+        if array.release != ffi.NULL:
+            array.release(array)
+            left.append("batch")
+        if schema.release != ffi.NULL:
+            schema.release(schema)
+            left.append("schema")
+        if left:
+            self.unreleased += 1
+            if self.unreleased == 1:
+                _log.warning(
+                    "[%s] %s left the %s unreleased after OnBatch; the host released it",
+                    self.worker_id,
+                    self.path.name,
+                    " and ".join(left),
+                )
+
+    def _refuse(self, reason: str) -> int:
+        if self._batch_error is None:
+            self._batch_error = reason
+            _log.warning("[%s] OnBatch: %s", self.worker_id, reason)
+        return _E_INPUT
+
+    def _take_orders(self, columns: Any) -> int:
+        if self._batch is None:
+            return self._refuse("sink->orders called outside OnBatch")
+        n = int(columns.length)
+        if n < 0:
+            return self._refuse(f"orders with a negative length {n}")
+        if n and (columns.rows == ffi.NULL or columns.sides == ffi.NULL):
+            return self._refuse("orders need rows and sides")
+        options: Any = {}
+        if columns.options != ffi.NULL:
+            text = ffi.string(columns.options)
+            try:
+                options = json.loads(text)
+            except ValueError as exc:
+                return self._refuse(f"order options are not JSON ({exc})")
+            if not isinstance(options, dict):
+                return self._refuse(f"order options must be a JSON object, not {text[:60]!r}")
+            for key, value in options.items():
+                kinds = _ORDER_OPTIONS.get(key)
+                if kinds is None:
+                    return self._refuse(f"unknown order option {key!r}")
+                if not isinstance(value, kinds) or (key == "qty" and isinstance(value, bool)):
+                    return self._refuse(f"order option {key!r} has the wrong type: {value!r}")
+        if not n:
+            return 0
+        limits = columns.limit_prices
+        self._batch.append(
+            BatchOrders(
+                length=n,
+                rows=ffi.buffer(columns.rows, 8 * n)[:],
+                sides=ffi.buffer(columns.sides, n)[:],
+                limit_prices=None if limits == ffi.NULL else ffi.buffer(limits, 8 * n)[:],
+                options=options,
+            )
+        )
+        return 0
+
+    def _take_emit(self, payload: Any, size: int) -> int:
+        if self._batch is None:
+            return self._refuse("sink->emit called outside OnBatch")
+        if size < 0 or (size and payload == ffi.NULL):
+            return self._refuse(f"emit of {size} bytes at NULL or a negative length")
+        if size:
+            self._batch.append(ffi.unpack(ffi.cast("char*", payload), size))
+        return 0
 
     def close(self) -> None:
         """Call ``Destroy`` (if exported), forget the instance, ``dlclose`` (idempotent)."""
