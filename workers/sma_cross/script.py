@@ -1,23 +1,12 @@
-"""The SMA crossover as a ``text/x-python`` script (Virtufin's ``def Snapshot() -> dict[str, Any]:
-    return {"closes": list(closes), "previous": None if previous is None else list(previous)}
-
-
-def Restore(state: dict[str, Any]) -> None:
-    global previous
-    closes.clear()
-    closes.extend(float(c) for c in state["closes"])
-    saved = state["previous"]
-    previous = None if saved is None else (float(saved[0]), float(saved[1]))
-
-
-def Process(event)`` shape).
+"""The SMA crossover as a ``text/x-python`` script (Virtufin's ``def Process(event)`` shape).
 
 Runs sandboxed in a child process; reads its id and parameters from the environment the host
 sets. Same decisions as ``worker.py`` and ``native/src/sma_cross.c``. Its orders carry
 ``order_id: null``: the host fills in the id derived from the bar (the one ``worker.py`` gets
 from ``ctx.order_id()``) and the subject ``order/<id>``, so a redelivered bar re-emits the same
 order and a restarted child never reuses an id. ``Snapshot``/``Restore`` make it stateful: a
-restarted child (or WorkManager) resumes with its window instead of starting cold.
+restarted child (or WorkManager) resumes with its windows instead of starting cold. Each
+symbol has its own window, as in ``worker.py`` and the C twin.
 """
 
 import json
@@ -33,45 +22,64 @@ SLOW = int(PARAMS.get("slow", 20))
 if not 1 <= FAST < SLOW:
     raise ValueError(f"fast ({FAST}) must be less than slow ({SLOW})")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: one window per symbol
 BAR_PREFIX = "com.virtufin.exchange."
 BAR_SUFFIX = ".ohlcv.candle"
-closes: deque[float] = deque(maxlen=SLOW)
-previous: tuple[float, float] | None = None
 
 
-def sma(window: int) -> float:
-    total = 0.0
-    for value in islice(closes, len(closes) - window, None):
-        total += value
-    return total / window
+class Window:
+    """One symbol's last `SLOW` closes and its previous bar's two averages."""
+
+    def __init__(self) -> None:
+        self.closes: deque[float] = deque(maxlen=SLOW)
+        self.previous: tuple[float, float] | None = None
+
+    def sma(self, window: int) -> float:
+        total = 0.0
+        for value in islice(self.closes, len(self.closes) - window, None):
+            total += value
+        return total / window
+
+
+windows: dict[str, Window] = {}
 
 
 def Snapshot() -> dict[str, Any]:
-    return {"closes": list(closes), "previous": None if previous is None else list(previous)}
+    return {
+        "symbols": {
+            symbol: {
+                "closes": list(w.closes),
+                "previous": None if w.previous is None else list(w.previous),
+            }
+            for symbol, w in windows.items()
+        }
+    }
 
 
 def Restore(state: dict[str, Any]) -> None:
-    global previous
-    closes.clear()
-    closes.extend(float(c) for c in state["closes"])
-    saved = state["previous"]
-    previous = None if saved is None else (float(saved[0]), float(saved[1]))
+    windows.clear()
+    for symbol, saved in state["symbols"].items():
+        window = windows[symbol] = Window()
+        window.closes.extend(float(c) for c in saved["closes"])
+        previous = saved["previous"]
+        window.previous = None if previous is None else (float(previous[0]), float(previous[1]))
 
 
 def Process(event: dict[str, Any]) -> dict[str, Any] | None:
-    global previous
     kind = event["type"]
     if not (kind.startswith(BAR_PREFIX) and kind.endswith(BAR_SUFFIX)):
         return None
     if len(kind) <= len(BAR_PREFIX) + len(BAR_SUFFIX):
         return None
     data = event["data"]
-    closes.append(float(data["close"]))
-    if len(closes) < SLOW:
+    window = windows.get(data["symbol"])
+    if window is None:
+        window = windows[data["symbol"]] = Window()
+    window.closes.append(float(data["close"]))
+    if len(window.closes) < SLOW:
         return None
-    fast, slow = sma(FAST), sma(SLOW)
-    before, previous = previous, (fast, slow)
+    fast, slow = window.sma(FAST), window.sma(SLOW)
+    before, window.previous = window.previous, (fast, slow)
     if before is None:
         return None
     if before[0] < before[1] and fast > slow:

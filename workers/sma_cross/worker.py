@@ -43,37 +43,53 @@ def sma(values: Iterable[float], count: int, window: int) -> float:
     return total / window
 
 
+class _Window:
+    """One symbol's last `slow` closes and its previous bar's two SMAs."""
+
+    __slots__ = ("closes", "previous")
+
+    def __init__(self, slow: int) -> None:
+        self.closes: deque[float] = deque(maxlen=slow)
+        self.previous: tuple[float, float] | None = None
+
+
 class SmaCross(Worker):
     """Emits an all-in, exclusive market order whenever the fast SMA crosses the slow one.
 
-    Its state, the last `slow` closes and the previous bar's two SMAs, is snapshotted
-    (``{"closes": [...], "previous": [fast, slow] | null}``), so a restarted worker decides on
-    its next bar exactly as the uninterrupted one would. Order ids come from
-    ``ctx.order_id()``: the same bar always yields the same id.
+    Each symbol has its own window. The state, per symbol the last `slow` closes and the
+    previous bar's two SMAs, is snapshotted (``{"symbols": {sym: {"closes": [...],
+    "previous": [fast, slow] | null}}}``), so a restarted worker decides on its next bar
+    exactly as the uninterrupted one would. Order ids come from ``ctx.order_id()``: the same
+    bar always yields the same id.
     """
 
     config_class = SmaCrossConfig
+    state_version = 2  # 2: one window per symbol
 
     def on_start(self, ctx: WorkerContext) -> None:
         config: SmaCrossConfig = ctx.config
         self.fast = config.fast
         self.slow = config.slow
-        self.closes: deque[float] = deque(maxlen=config.slow)
-        self.previous: tuple[float, float] | None = None
+        self.windows: dict[str, _Window] = {}
 
     def snapshot(self) -> dict[str, Any]:
-        previous = self.previous
         return {
-            "closes": list(self.closes),
-            "previous": None if previous is None else [previous[0], previous[1]],
+            "symbols": {
+                symbol: {
+                    "closes": list(w.closes),
+                    "previous": None if w.previous is None else [w.previous[0], w.previous[1]],
+                }
+                for symbol, w in self.windows.items()
+            }
         }
 
     def restore(self, state: Any) -> None:
-        closes = [float(c) for c in state["closes"]]
-        previous = state["previous"]
-        self.closes.clear()
-        self.closes.extend(closes[-self.slow :])
-        self.previous = None if previous is None else (float(previous[0]), float(previous[1]))
+        self.windows.clear()
+        for symbol, saved in state["symbols"].items():
+            window = self.windows[symbol] = _Window(self.slow)
+            window.closes.extend(float(c) for c in saved["closes"])
+            previous = saved["previous"]
+            window.previous = None if previous is None else (float(previous[0]), float(previous[1]))
 
     def on_event(self, event: Envelope) -> None:
         kind = event.type
@@ -82,14 +98,17 @@ class SmaCross(Worker):
         if len(kind) <= len(BAR_PREFIX) + len(BAR_SUFFIX):
             return
         data: Any = event.data
-        closes = self.closes
+        window = self.windows.get(data["symbol"])
+        if window is None:
+            window = self.windows[data["symbol"]] = _Window(self.slow)
+        closes = window.closes
         closes.append(float(data["close"]))
         if len(closes) < self.slow:
             return
         fast = sma(closes, len(closes), self.fast)
         slow = sma(closes, len(closes), self.slow)
-        previous = self.previous
-        self.previous = (fast, slow)
+        previous = window.previous
+        window.previous = (fast, slow)
         if previous is None:
             return
         if previous[0] < previous[1] and fast > slow:

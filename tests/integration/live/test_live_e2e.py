@@ -233,11 +233,12 @@ async def test_live_pipeline_survives_a_workmanager_kill(
             assert len(filled_ids) == len(set(filled_ids))  # never filled twice
             assert sorted(o for o in filled_ids if not o.endswith("-close")) == sorted(order_ids)
 
-            # The worker's snapshot: every bar it saw, the last `slow` closes.
+            # The worker's snapshot: every bar it saw, the last `slow` closes of its symbol.
             snapshot = await client.state.get("workmanager", f"workmanager.snapshot.{WORKER}")
             assert snapshot is not None
             assert snapshot.value["changes"] == len(FIRST) + len(REST)
-            assert snapshot.value["state"]["closes"] == (FIRST + REST)[-PARAMS["slow"] :]
+            window = snapshot.value["state"]["symbols"][SYMBOL]
+            assert window["closes"] == (FIRST + REST)[-PARAMS["slow"] :]
 
             # Envelopes, lanes and scenario of everything on the stream.
             for event in events:

@@ -147,3 +147,29 @@ def test_risk_limit_twins_agree(native_build, bars, allow_all_in):
     assert reasons[2].startswith("notional ")
     assert reasons[2].endswith(" exceeds the limit 1000.00")
     assert results["python"][3][1]["notional"] == pytest.approx(995.0)
+
+
+def test_each_symbol_has_its_own_window_in_every_engine(native_build, bars):
+    """Two symbols interleaved bar by bar decide as each symbol alone would."""
+    params = {"fast": 5, "slow": 12}
+    other = [
+        bar.with_changes(
+            id=f"{bar.id}-ETH",
+            data={**bar.data, "symbol": "ETHUSDT", "close": round(bar.data["close"] * 0.05, 4)},
+        )
+        for bar in reversed(bars)  # another price path: the same closes backwards
+    ]
+    other = [
+        o.with_changes(time=b.time, eventtime=b.eventtime) for o, b in zip(other, bars, strict=True)
+    ]
+    mixed = [bar for pair in zip(bars, other, strict=True) for bar in pair]
+    for name, (manifest, isolation) in sma_manifests(native_build).items():
+        alone = {
+            symbol: decisions(manifest, isolation, stream, params)
+            for symbol, stream in (("BTCUSDT", bars), ("ETHUSDT", other))
+        }
+        together = decisions(manifest, isolation, mixed, params)
+        for symbol, expected in alone.items():
+            assert expected, (name, symbol)
+            mine = [d for d in together if json.loads(d[2])["symbol"] == symbol]
+            assert [d[:3] for d in mine] == [d[:3] for d in expected], (name, symbol)

@@ -107,7 +107,7 @@ async def test_a_restarted_worker_decides_like_an_uninterrupted_one(bars, store,
     await first.crash()
     saved = await store.get(statekeys.worker_snapshot(WORKER))
     assert saved is not None
-    assert len(saved.value["state"]["closes"]) == 20
+    assert len(saved.value["state"]["symbols"]["BTCUSDT"]["closes"]) == 20
     assert saved.value["applied"][-1] == f"{bars[cut - 1].source}|{bars[cut - 1].id}"
 
     second = await Instance(store, kind=kind).start()
@@ -211,12 +211,13 @@ async def test_a_snapshot_taken_with_other_parameters_is_not_restored(bars, capl
     assert "the worker starts afresh" in caplog.text
     engine = other.supervisor.engine(WORKER)
     assert engine is not None
-    assert engine.snapshot() == {"closes": [], "previous": None}
+    assert engine.snapshot() == {"symbols": {}}
     await other.feed(bars[100:101])
     await other.supervisor.close()
     saved = await store.get(statekeys.worker_snapshot(WORKER))
     assert saved is not None
-    assert saved.value["state"]["closes"] == [bars[100].data["close"]]
+    window = saved.value["state"]["symbols"]["BTCUSDT"]
+    assert window == {"closes": [bars[100].data["close"]], "previous": None}
 
 
 async def test_a_hot_reload_keeps_the_state(bars):
@@ -251,3 +252,40 @@ def test_sync_dispatch_refuses_snapshots():
         Supervisor(
             MemoryBus(), config=SupervisorConfig(dispatch="sync"), snapshots=MemoryStateStore()
         )
+
+
+class _RecordingBus(MemoryBus):
+    """A MemoryBus that remembers which patterns were subscribed ordered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ordered: dict[str, bool] = {}
+
+    async def subscribe(self, pattern, handler, *, group=None, max_deliveries=5, ordered=False):
+        self.ordered[pattern] = ordered
+        return await super().subscribe(
+            pattern, handler, group=group, max_deliveries=max_deliveries, ordered=ordered
+        )
+
+
+@pytest.mark.parametrize(
+    ("mode", "stateful", "stateless"),
+    [("stateful", True, False), ("always", True, True), ("never", False, False)],
+)
+async def test_stateful_workers_subscribe_ordered(mode, stateful, stateless):
+    """Order-sensitive (snapshot-keeping) workers get ordered subscriptions by default, so a
+    redelivery after a crash reaches them before anything newer (`SupervisorConfig.ordered`)."""
+    bus = _RecordingBus()
+    async with Supervisor(
+        bus, config=SupervisorConfig(ordered=mode), snapshots=MemoryStateStore()
+    ) as sup:
+        await sup.create(
+            WorkerManifest.load(MANIFESTS["class"]).model_copy(update={"id": WORKER}),
+            params=PARAMS,
+            topics=(BAR_TOPIC,),
+        )
+        await sup.start(WORKER)
+        await sup.create(WorkerManifest.load(ROOT / "workers/echo/manifest.json"))
+        await sup.start("echo")
+    assert bus.ordered[BAR_TOPIC] is stateful
+    assert bus.ordered["echo.command"] is stateless
