@@ -313,7 +313,9 @@ class Settings(_Model):
 
     Environment: `VIRTUFIN_BUS`, `VIRTUFIN_STATE`, `VIRTUFIN_NATS_URL`, `VIRTUFIN_POSTGRES_DSN`,
     `VIRTUFIN_REDIS_URL`, `VIRTUFIN_STATE_DIR`, `VIRTUFIN_API_KEYS` (comma-separated),
-    `VIRTUFIN_DEPLOYMENT`; Virtufin's own `pubsubName` and `stateStoreName` are read too.
+    `VIRTUFIN_DEPLOYMENT`, `VIRTUFIN_NATS_ORDERED_ACK_WAIT` (seconds an ordered subscription's
+    event held by a dead member blocks its group, 5); Virtufin's own `pubsubName` and
+    `stateStoreName` are read too.
 
     Example:
         >>> load_settings(env={"VIRTUFIN_BUS": "nats"}, flags={"state": "postgres"}).state
@@ -324,6 +326,7 @@ class Settings(_Model):
     bus: BusKind = "memory"
     state: StateKind = "sqlite"
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_ordered_ack_wait: float = Field(default=5.0, gt=0)
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/0"
     state_dir: Path = Path(".virtufin")
@@ -337,6 +340,7 @@ _ENV_SETTINGS: Final[dict[str, str]] = {
     "VIRTUFIN_BUS": "bus",
     "VIRTUFIN_STATE": "state",
     "VIRTUFIN_NATS_URL": "nats_url",
+    "VIRTUFIN_NATS_ORDERED_ACK_WAIT": "nats_ordered_ack_wait",
     "VIRTUFIN_POSTGRES_DSN": "postgres_dsn",
     "VIRTUFIN_REDIS_URL": "redis_url",
     "VIRTUFIN_STATE_DIR": "state_dir",

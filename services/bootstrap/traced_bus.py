@@ -8,6 +8,8 @@ context, so that what the handler publishes or logs continues that trace.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.bootstrap.tracing import adopt_context, traceparent
 from virtufin.bus.port import DEFAULT_MAX_DELIVERIES, AsyncHandler, Delivery, EventBus, Subscription
 from virtufin.envelope import Envelope
@@ -32,6 +34,15 @@ class TracedBus(EventBus):
             envelope = envelope.with_changes(traceparent=trace)
         await self.inner.publish(topic, envelope)
 
+    async def publish_many(self, items: Sequence[tuple[str, Envelope]]) -> None:
+        trace = traceparent()
+        if trace is not None:
+            items = [
+                (t, e if e.traceparent is not None else e.with_changes(traceparent=trace))
+                for t, e in items
+            ]
+        await self.inner.publish_many(items)
+
     async def subscribe(
         self,
         pattern: str,
@@ -39,13 +50,14 @@ class TracedBus(EventBus):
         *,
         group: str | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        ordered: bool = False,
     ) -> Subscription:
         async def traced(envelope: Envelope, delivery: Delivery) -> None:
             adopt_context(envelope.correlationid, envelope.traceparent)
             await handler(envelope, delivery)
 
         return await self.inner.subscribe(
-            pattern, traced, group=group, max_deliveries=max_deliveries
+            pattern, traced, group=group, max_deliveries=max_deliveries, ordered=ordered
         )
 
     async def close(self) -> None:

@@ -213,25 +213,26 @@ class PaperExecution:
             await self._commit(book, book.reject(envelope, reason), envelope, reason)
             return
         until = book.hold_until(envelope)
-        if until is not None:
-            self.stats.held += 1
-            book.hold(envelope, until)
-            record = rejected_record(book, envelope, "")
-            record.update(status="submitted", remaining_qty=record["qty"], reject_reason="")
-            await self.store.transact(
-                [
-                    StateOp("save", statekeys.order(sid, order_id), record),
-                    StateOp(
-                        "save",
-                        statekeys.portfolio(sid),
-                        book.portfolio_record(record["updated_at"]),
-                    ),
-                ]
-            )
+        if until is None:
+            # Its state key was just read (absent) under the lock: no stored fill to check.
+            await self._submit(book, envelope, unstored=order_id)
             return
-        await self._submit(book, envelope)
+        self.stats.held += 1
+        book.hold(envelope, until)
+        record = rejected_record(book, envelope, "")
+        record.update(status="submitted", remaining_qty=record["qty"], reject_reason="")
+        await self.store.transact(
+            [
+                StateOp("save", statekeys.order(sid, order_id), record),
+                StateOp(
+                    "save",
+                    statekeys.portfolio(sid),
+                    book.portfolio_record(record["updated_at"]),
+                ),
+            ]
+        )
 
-    async def _submit(self, book: PaperBook, envelope: Envelope) -> None:
+    async def _submit(self, book: PaperBook, envelope: Envelope, unstored: str = "") -> None:
         if not self.market.started:
             data = envelope.data if isinstance(envelope.data, Mapping) else {}
             why = f"no market data for {data.get('symbol')!r} yet"
@@ -241,7 +242,8 @@ class PaperExecution:
         late = self._late(envelope)
         out = book.submit(envelope) if late is None else self._submit_late(book, envelope, *late)
         reason = _risk_reason(out)
-        await self._commit(book, out, envelope if reason is not None else None, reason or "")
+        refused = envelope if reason is not None else None
+        await self._commit(book, out, refused, reason or "", unstored=unstored)
 
     def _late(self, envelope: Envelope) -> tuple[str, int] | None:
         """(symbol, decision time) of a historical-clock order decided before the symbol's
@@ -335,8 +337,8 @@ class PaperExecution:
     # ------------------------------------------------------------------ committing
 
     async def _publish(self, out: Published) -> None:
-        # Issued in order (one connection, so the broker stores them in order), acked together.
-        await asyncio.gather(*(self.bus.publish(topic, envelope) for topic, envelope in out))
+        # Issued back to back in order (the broker stores them in order), acked together.
+        await self.bus.publish_many(out)
 
     async def _commit(
         self,
@@ -344,14 +346,22 @@ class PaperExecution:
         out: Published,
         refused: Envelope | None = None,
         reason: str = "",
+        *,
+        unstored: str = "",
     ) -> None:
-        """Check, publish, persist: the outputs of one input (see the module docstring)."""
+        """Check, publish, persist: the outputs of one input (see the module docstring).
+
+        `unstored`: an order whose state key the caller read as absent under the lock (its
+        stored status need not be read again before its fill is published).
+        """
         filled = [
             str(e.data["order_id"])
             for t, e in out
             if t.endswith(".order.filled") and isinstance(e.data, Mapping)
         ]
         for order_id in filled:
+            if order_id == unstored:
+                continue
             item = await self.store.get(statekeys.order(book.sid, order_id))
             value = item.value if item is not None else None
             if isinstance(value, Mapping) and value.get("status") == "filled":

@@ -19,13 +19,17 @@ Environment (besides the bootstrap's): ``VIRTUFIN_REPLICA_ID`` (default
 ``<hostname>:<grpc port>``), ``WORKER_RECOVERY_ON_START`` (default ``true``),
 ``WORKER_RECOVERY_LEASE_TTL_SECONDS`` (300), ``VIRTUFIN_HEARTBEAT_SECONDS`` (10),
 ``VIRTUFIN_CODE_ROOTS``, ``ALLOWED_CODE_SOURCE_HOSTS``,
-``VIRTUFIN_GATEWAY_CALL_TIMEOUT_SECONDS`` (10, one native ``gateway_call``).
+``VIRTUFIN_GATEWAY_CALL_TIMEOUT_SECONDS`` (10, one native ``gateway_call``),
+``VIRTUFIN_ORDERED_WORKERS`` (``stateful``: which workers get ordered subscriptions, one event
+in flight per worker group so that a redelivery comes before anything newer; ``always``,
+``never``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import socket
@@ -109,11 +113,17 @@ async def serve(ctx: ServiceContext) -> None:
             bridge.close()
 
         ctx.on_shutdown("gateway bridge", close_bridge)
+    ordered = (os.environ.get("VIRTUFIN_ORDERED_WORKERS") or "stateful").strip().lower()
+    if ordered not in ("stateful", "always", "never"):
+        raise ConfigError(
+            "environment", "VIRTUFIN_ORDERED_WORKERS", f"stateful, always or never ({ordered!r})"
+        )
     supervisor = Supervisor(
         bus,
         config=SupervisorConfig(
             heartbeat_interval_secs=heartbeat_s,
             code_dir=str(work_dir / "reload" / safe_replica),
+            ordered=ordered,  # type: ignore[arg-type]  # checked above
         ),
         snapshots=state,  # stateful workers resume after a restart (workers.kit.snapshots)
     )
@@ -170,6 +180,10 @@ async def serve(ctx: ServiceContext) -> None:
                 },
             )
         task = asyncio.create_task(beat(), name="workmanager:heartbeat")
+        # Start-up objects (modules, recovered workers) never die: keep them out of GC passes,
+        # which would otherwise scan them on every full collection (pauses on the event path).
+        gc.collect()
+        gc.freeze()
 
         async def stop_beat() -> None:
             task.cancel()

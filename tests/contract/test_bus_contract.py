@@ -173,6 +173,46 @@ async def test_group_members_compete_and_each_event_is_handled_once(
     assert bystander.ids == [ev.id for ev in sent]
 
 
+async def test_ordered_group_is_one_at_a_time_in_order(bus: EventBus, token: str) -> None:
+    """An ordered group: each event's handling ends before the next starts, in publish order,
+    even with two members competing."""
+    running: list[str] = []
+    overlaps: list[str] = []
+    order: list[int] = []
+
+    async def handler(envelope: Envelope, delivery: Delivery) -> None:
+        if running:
+            overlaps.append(envelope.id)
+        running.append(envelope.id)
+        await asyncio.sleep(0.002)
+        order.append(envelope.data["n"])
+        running.remove(envelope.id)
+
+    pattern = f"sc.LIVE.trading.{token}.>"
+    await bus.subscribe(pattern, handler, group="stateful", ordered=True)
+    await bus.subscribe(pattern, handler, group="stateful", ordered=True)
+    for n in range(20):
+        await bus.publish(f"sc.LIVE.trading.{token}.submitted", event(n))
+    await eventually(lambda: len(order) >= 20, "20 ordered deliveries")
+    await asyncio.sleep(SETTLE)
+    assert order == list(range(20))
+    assert overlaps == []
+
+
+async def test_ordered_group_retries_a_failure_before_anything_newer(
+    bus: EventBus, token: str
+) -> None:
+    flaky = Inbox(fail=lambda env, d: env.data["n"] == 1 and d.attempt < 3)
+    topic = f"sc.LIVE.trading.{token}.submitted"
+    await bus.subscribe(topic, flaky, group="stateful", max_deliveries=5, ordered=True)
+    for n in range(5):
+        await bus.publish(topic, event(n))
+    await flaky.wait_for(7)
+    await asyncio.sleep(SETTLE)
+    calls = [(env.data["n"], d.attempt) for env, d in flaky.events]
+    assert calls == [(0, 1), (1, 1), (1, 2), (1, 3), (2, 1), (3, 1), (4, 1)]
+
+
 # ------------------------------------------------------------------ failures
 
 

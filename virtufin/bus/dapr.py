@@ -39,6 +39,13 @@ Why it is built the way it is:
 - **De-duplication by (source, id)**: a publish of a pair this bus already sent is skipped;
   each subscriber skips pairs it already handled (bounded LRUs). A dead letter shares its
   event's pair, so it is told apart by its topic.
+- **Ordered subscriptions** (``ordered=True``): each stream is handled one event at a time in
+  arrival order, and an ordered group's events all go to its first member. A RETRY or a
+  crashed subscriber is redelivered by the sidecar in whatever order the component keeps:
+  the port's guarantee (a failed or orphaned event before anything newer) holds across
+  restarts only with a component that has one message in flight, ``maxAckPending: 1`` on
+  ``pubsub.jetstream`` (component-wide: give order-sensitive topics their own component;
+  the rendered ``pubsub`` component keeps 1000 for throughput).
 """
 
 from __future__ import annotations
@@ -275,11 +282,14 @@ class _Consumer:
     cursor: itertools.count[int] = field(default_factory=itertools.count)
     done: _Window = field(init=False)
     failures: OrderedDict[Hashable, tuple[int, str]] = field(default_factory=OrderedDict)
+    ordered: bool = False
 
     def __post_init__(self) -> None:
         self.done = _Window(self.window)
 
     def pick(self) -> _Member:
+        if self.ordered:
+            return self.members[0]
         return self.members[next(self.cursor) % len(self.members)]
 
     def failed(self, key: Hashable, attempt: int, reason: str) -> None:
@@ -437,6 +447,7 @@ class DaprBus(EventBus):
         *,
         group: str | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        ordered: bool = False,
     ) -> Subscription:
         validate_pattern(pattern)
         await self.start()
@@ -452,6 +463,7 @@ class DaprBus(EventBus):
             if consumer is None:
                 consumer = _Consumer(group, self._dedup_window)
                 route.consumers.append(consumer)
+            consumer.ordered = consumer.ordered or ordered
             member = _Member(handler, max_deliveries)
             consumer.members.append(member)
         return _DaprSubscription(self, route, consumer, member)

@@ -38,7 +38,12 @@ async def create_bus(
             from virtufin.bus.nats import NatsBus
         except ImportError as exc:
             raise _unavailable("NatsBus", exc) from exc
-        return await NatsBus.connect(url=settings.nats_url, validator=validator, name=name)
+        return await NatsBus.connect(
+            url=settings.nats_url,
+            validator=validator,
+            name=name,
+            ordered_ack_wait_seconds=settings.nats_ordered_ack_wait,
+        )
     if kind == "dapr":
         try:
             from virtufin.bus.dapr import DaprBus

@@ -4,7 +4,10 @@
 Two ways to drive it:
 
 - `publish` / `subscribe` (async): each subscription has a queue and a task, so a slow or
-  failing handler never blocks the publisher; failures are redelivered, then dead-lettered.
+  failing handler never blocks the publisher; failures are redelivered at once, before the
+  member's next event, then dead-lettered. Each member handles its events in publish order;
+  an ``ordered`` group hands every event to one member (the first still subscribed), so the
+  whole group sees them in order. Nothing survives the process.
 - `publish_sync` / `subscribe_sync`: synchronous, breadth-first dispatch in publish order for
   backtests: an event published from inside a handler is delivered after the current one.
 """
@@ -99,10 +102,11 @@ class _Group:
     name: str | None
     members: list[_Member] = field(default_factory=list)
     cursor: itertools.count[int] = field(default_factory=itertools.count)
+    ordered: bool = False
 
     def pick(self) -> _Member:
         members = self.members
-        if len(members) == 1:
+        if len(members) == 1 or self.ordered:
             return members[0]
         return members[next(self.cursor) % len(members)]
 
@@ -188,7 +192,9 @@ class MemoryBus(EventBus):
                 return _Route(group, first, member.handler, member)  # type: ignore[arg-type]
         return _Route(group, first, None, None)
 
-    def _add(self, pattern: str, group: str | None, member: _Member) -> _Group:
+    def _add(
+        self, pattern: str, group: str | None, member: _Member, *, ordered: bool = False
+    ) -> _Group:
         validate_pattern(pattern)
         entry = next(
             (
@@ -201,6 +207,7 @@ class MemoryBus(EventBus):
         if entry is None:
             entry = _Group(pattern, group)
             self._groups.append(entry)
+        entry.ordered = ordered or entry.ordered
         entry.members.append(member)
         self._route_cache.clear()
         return entry
@@ -246,9 +253,10 @@ class MemoryBus(EventBus):
         *,
         group: str | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        ordered: bool = False,
     ) -> Subscription:
         member = _Member(handler, True, max_deliveries, inbox=_Inbox())
-        entry = self._add(pattern, group, member)
+        entry = self._add(pattern, group, member, ordered=ordered)
         member.task = asyncio.create_task(self._consume(entry, member), name=f"bus:{pattern}")
         return _MemorySubscription(self, entry, member)
 

@@ -34,6 +34,18 @@ Why it is built the way it is:
 - **De-duplication on the consumer side** by (source, id) in a bounded LRU, recorded only
   after the handler succeeded: a redelivery after a crash is processed (at least once),
   a duplicate of an event already handled here is acked and skipped.
+- **Ordered subscriptions** (``ordered=True``) get a consumer with ``max_ack_pending=1``: the
+  server hands out the next event only once the previous one was acked or terminated, so a
+  failed event (nak'ed with backoff) and an event held by a member that died are delivered
+  again *before* anything newer. A dead member's event comes back after the consumer's ack
+  wait, which for ordered consumers is `ordered_ack_wait_seconds` (5 s; handlers busy longer
+  than a third of it are reported in progress). An existing durable is updated in place
+  (JetStream allows changing ``max_ack_pending`` and ``ack_wait``), so a group switched to
+  ordered keeps its position; if the server cannot make it ordered, `subscribe` fails.
+- **Publishing waits as little as possible**: the acknowledgement of a publish is a reply to
+  one wildcard inbox of this bus (no per-request subscription or timer; a sweeper fails waits
+  past their deadline), and `publish_many` writes several events back to back before waiting
+  for all their acknowledgements (one socket write, one wake-up).
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -112,6 +124,10 @@ _HEARTBEAT_SECONDS: Final = 1.0
 _PULL_EXPIRES_SECONDS: Final = 15.0
 _STALL_SECONDS: Final = 1.5 * _HEARTBEAT_SECONDS
 _DEAD_LETTER_KEEP_BYTES: Final = 64 * 1024
+#: How often publish waits are checked against their deadline.
+_ACK_SWEEP_SECONDS: Final = 0.05
+#: How long `publish_many` waits for a first acknowledgement before retrying one by one.
+_FIRST_ACK_SECONDS: Final = 2.0
 
 
 # --------------------------------------------------------------------------- subjects
@@ -166,6 +182,14 @@ def consumer_name(
     readable = _UNSAFE_RE.sub("_", f"{prefix}-{group or 'fanout'}-{pattern}")[:48]
     key = "\0".join((prefix, pattern, group or "", filter_subject, unique))
     return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail a publish wait; marked retrieved, so a wait whose publisher was cancelled meanwhile
+    logs no "exception never retrieved" (an awaiting publisher still gets it)."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()
 
 
 def _covers(subjects: Iterable[str], subject: str) -> bool:
@@ -224,6 +248,7 @@ class _Puller:
         self.consumer = consumer
         self._config = config
         self._prefetch = self._bus._prefetch
+        self._ack_wait = float(config.ack_wait or self._bus._ack_wait)
         self._outstanding = 0
         self._last_heard = time.monotonic()
         self._not_before = 0.0
@@ -247,7 +272,7 @@ class _Puller:
     async def _ensure_consumer(self) -> None:
         jsm = self._bus._jetstream()
         try:
-            await jsm.add_consumer(self.target.stream, config=self._config)
+            info = await jsm.add_consumer(self.target.stream, config=self._config)
         except (TimeoutError, nats.errors.Error) as exc:
             if not isinstance(exc, nats.js.errors.BadRequestError):
                 raise BusError(
@@ -255,7 +280,7 @@ class _Puller:
                 ) from exc
             # Exists with another config (e.g. another ack wait): bind to it as it is.
             try:
-                await jsm.consumer_info(self.target.stream, self.consumer)
+                info = await jsm.consumer_info(self.target.stream, self.consumer)
             except nats.js.errors.NotFoundError:
                 raise BusError(
                     self._sub.pattern, f"cannot create consumer {self.consumer}: {exc.description}"
@@ -265,17 +290,27 @@ class _Puller:
                 self.consumer,
                 exc.description,
             )
+        config = getattr(info, "config", None)
+        if config is not None and config.ack_wait:
+            self._ack_wait = float(config.ack_wait)
+        if self._sub.ordered and (config is None or config.max_ack_pending != 1):
+            have = None if config is None else config.max_ack_pending
+            raise BusError(
+                self._sub.pattern,
+                f"consumer {self.consumer} cannot be made ordered (max_ack_pending {have}, "
+                "not 1); delete it or subscribe without ordered",
+            )
 
     def _batch(self) -> int:
         """How many events to ask for: `prefetch`, fewer for slow handlers, so that what
         waits in this process is handled well within the ack wait (no needless redelivery)."""
         if self._handle_seconds <= 0:
             return self._prefetch
-        fits = int(self._bus._ack_wait / 2 / self._handle_seconds)
+        fits = int(self._ack_wait / 2 / self._handle_seconds)
         return max(1, min(self._prefetch, fits))
 
     def _slow(self) -> bool:
-        return self._handle_seconds > self._bus._ack_wait / 4
+        return self._handle_seconds > self._ack_wait / 4
 
     async def _request(self) -> None:
         """Ask for more messages if few are outstanding (never concurrently: no await
@@ -317,7 +352,7 @@ class _Puller:
                         await self._recreate_if_missing()
             await self._request()
             self._keep_alive(now)
-            await asyncio.sleep(min(_HEARTBEAT_SECONDS / 2, self._bus._ack_wait / 4))
+            await asyncio.sleep(min(_HEARTBEAT_SECONDS / 2, self._ack_wait / 4))
 
     def _quiet(self, now: float) -> bool:
         """Messages are owed but nothing (not even a heartbeat) came for a while, and not
@@ -329,7 +364,7 @@ class _Puller:
         """A handler busy for a third of the ack wait: tell JetStream it is in progress
         (``+WPI``) so that the event is not redelivered to a competing member meanwhile."""
         msg = self._current
-        if msg is not None and now - self._progress_at > self._bus._ack_wait / 3:
+        if msg is not None and now - self._progress_at > self._ack_wait / 3:
             self._progress_at = now
             self._bus._spawn(msg.in_progress())
 
@@ -341,7 +376,8 @@ class _Puller:
             await self._ensure_consumer()
 
     async def _on_msg(self, msg: Msg) -> None:
-        self.task = asyncio.current_task()
+        if self.task is None:
+            self.task = asyncio.current_task()  # nats-py runs every callback on one task
         self._last_heard = time.monotonic()
         if not msg.reply:  # a status message from the pull request, not an event
             await self._on_status(msg)
@@ -421,9 +457,11 @@ class _NatsSubscription(Subscription):
         group: str | None,
         handler: AsyncHandler,
         max_deliveries: int,
+        ordered: bool = False,
     ) -> None:
         self.pattern = pattern
         self.group = group
+        self.ordered = ordered
         self.bus = bus
         self._handler = handler
         self._max_deliveries = max_deliveries
@@ -516,6 +554,8 @@ class NatsBus(EventBus):
         dedup_capacity: how many handled (source, id) pairs each subscription remembers.
         fanout_inactive_seconds: the server deletes a group-less consumer idle this long
             (a process that died without unsubscribing).
+        ordered_ack_wait_seconds: the ack wait of ordered subscriptions' consumers: how long
+            an event held by a member that died blocks its group before it is redelivered.
 
     Example:
         >>> bus = await NatsBus.connect(name="gateway")  # doctest: +SKIP
@@ -543,13 +583,14 @@ class NatsBus(EventBus):
         prefetch: int = 128,
         dedup_capacity: int = 100_000,
         fanout_inactive_seconds: float = 3600.0,
+        ordered_ack_wait_seconds: float = 5.0,
     ) -> None:
         if not _NAME_RE.match(stream_prefix):
             raise ValueError(f"stream_prefix {stream_prefix!r} must match {_NAME_RE.pattern}")
         if not name or len(name) > 64:
             raise ValueError("name must be 1-64 characters")
-        if prefetch < 1 or ack_wait_seconds <= 0:
-            raise ValueError("prefetch and ack_wait_seconds must be positive")
+        if prefetch < 1 or ack_wait_seconds <= 0 or ordered_ack_wait_seconds <= 0:
+            raise ValueError("prefetch and the ack waits must be positive")
         self.url = url
         self.validator = validator if validator is not None else LaneValidator()
         self.client_name = name
@@ -567,6 +608,7 @@ class NatsBus(EventBus):
         self._prefetch = prefetch
         self._dedup_capacity = dedup_capacity
         self._fanout_inactive = fanout_inactive_seconds
+        self._ordered_ack_wait = ordered_ack_wait_seconds
         self._nc: Client | None = None
         self._js: Any = None
         self.reconnects = 0
@@ -579,6 +621,12 @@ class NatsBus(EventBus):
         self._denied: dict[str, str] = {}  # lower-cased subject → the server's refusal
         self._created_consumers: set[tuple[str, str]] = set()
         self.dead_letters = 0
+        # Publish acknowledgements: replies to <_ack_prefix><token>, one wildcard subscription.
+        self._ack_prefix = ""
+        self._ack_sub: Any = None
+        self._ack_waiters: dict[str, tuple[asyncio.Future[Msg], float]] = {}
+        self._ack_tokens = 0
+        self._ack_sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -632,6 +680,11 @@ class NatsBus(EventBus):
         self._nc = nc
         self._js = nc.jetstream(timeout=5.0)
         try:
+            self._ack_prefix = nc.new_inbox() + "."
+            self._ack_sub = await nc.subscribe(
+                self._ack_prefix + "*", cb=self._on_publish_ack, pending_msgs_limit=1_000_000
+            )
+            self._ack_sweeper = asyncio.create_task(self._sweep_acks(), name="bus-publish-acks")
             await self._ensure_streams()
         except BaseException:
             await self.close()
@@ -652,6 +705,14 @@ class NatsBus(EventBus):
         for task in list(self._background):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=2.0)
+        if self._ack_sweeper is not None:
+            self._ack_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ack_sweeper
+            self._ack_sweeper = None
+        for future, _ in self._ack_waiters.values():
+            _fail(future, nats.errors.ConnectionClosedError())
+        self._ack_waiters.clear()
         nc = self._nc
         try:
             if nc.is_connected:
@@ -816,28 +877,121 @@ class NatsBus(EventBus):
                 broker refused it (permissions, no stream).
             BusError: no acknowledgement within `publish_timeout_seconds`.
         """
-        await self.validator.check(topic, envelope)
-        try:
-            body = encode(envelope, max_bytes=self._max_event_bytes)
-        except EnvelopeError as exc:
-            raise PublishRejectedError(topic, str(exc)) from None
+        body = await self._prepare(topic, envelope)
         await self._publish_raw(topic, body, f"{envelope.source}|{envelope.id}")
 
+    async def publish_many(self, items: Sequence[tuple[str, Envelope]]) -> None:
+        """Validate and encode every event, write them back to back (stored in this order),
+        then wait for all the acknowledgements at once.
+
+        An event whose first attempt failed is retried on its own (same id: the server drops
+        a copy it already has), after the others. Raises the first error (see `publish`).
+        """
+        if len(items) < 2 or any(stream_subject_for(topic) is not None for topic, _ in items):
+            # INFRA topics may need their stream widened first: one at a time, in order.
+            for topic, envelope in items:
+                await self.publish(topic, envelope)
+            return
+        prepared = [
+            (topic, await self._prepare(topic, envelope), f"{envelope.source}|{envelope.id}")
+            for topic, envelope in items
+        ]
+        self._jetstream()
+        futures: list[asyncio.Future[Msg] | None] = []
+        for topic, body, msg_id in prepared:
+            try:
+                futures.append(
+                    await self._send(topic, body, self._headers(msg_id), _FIRST_ACK_SECONDS)
+                )
+            except nats.errors.Error:
+                futures.append(None)
+        failure: BaseException | None = None
+        for (topic, body, msg_id), future in zip(prepared, futures, strict=True):
+            if future is not None:
+                try:
+                    self._settle(await future)
+                    continue
+                except (nats.errors.Error, TimeoutError):
+                    pass  # retried below, with the full error handling
+            try:
+                await self._publish_raw(topic, body, msg_id)
+            except (BusError, PublishRejectedError) as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    async def _prepare(self, topic: str, envelope: Envelope) -> bytes:
+        await self.validator.check(topic, envelope)
+        try:
+            return encode(envelope, max_bytes=self._max_event_bytes)
+        except EnvelopeError as exc:
+            raise PublishRejectedError(topic, str(exc)) from None
+
+    @staticmethod
+    def _headers(msg_id: str) -> dict[str, str]:
+        return {"Nats-Msg-Id": msg_id.replace("\r", " ").replace("\n", " ")}
+
+    # ------------------------------------------------------------ publish acknowledgements
+
+    async def _send(
+        self, subject: str, body: bytes, headers: dict[str, str], wait: float
+    ) -> asyncio.Future[Msg]:
+        """Issue one JetStream publish; the future gets the server's reply (or TimeoutError
+        from the sweeper after `wait` seconds)."""
+        self._ack_tokens += 1
+        token = str(self._ack_tokens)
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._ack_waiters[token] = (future, time.monotonic() + wait)
+        try:
+            await self._client().publish(
+                subject, body, reply=self._ack_prefix + token, headers=headers
+            )
+        except BaseException:
+            self._ack_waiters.pop(token, None)
+            raise
+        return future
+
+    async def _on_publish_ack(self, msg: Msg) -> None:
+        entry = self._ack_waiters.pop(msg.subject[len(self._ack_prefix) :], None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(msg)
+
+    async def _sweep_acks(self) -> None:
+        """Fail the publish waits past their deadline: one timer for all of them."""
+        while True:
+            await asyncio.sleep(_ACK_SWEEP_SECONDS)
+            if not self._ack_waiters:
+                continue
+            now = time.monotonic()
+            for token in [t for t, (_, due) in self._ack_waiters.items() if due <= now]:
+                future, _ = self._ack_waiters.pop(token)
+                _fail(future, nats.errors.TimeoutError())
+
+    @staticmethod
+    def _settle(reply: Msg) -> None:
+        """Raise what JetStream's reply to a publish says went wrong (nothing: stored)."""
+        headers = reply.headers
+        if headers and headers.get("Status") == "503":
+            raise nats.js.errors.NoStreamResponseError
+        if b'"error"' in reply.data:
+            answer = json.loads(reply.data)
+            if isinstance(answer, dict) and "error" in answer:
+                nats.js.errors.APIError.from_error(answer["error"])  # raises its subclass
+
     async def _publish_raw(self, subject: str, body: bytes, msg_id: str) -> None:
-        js = self._jetstream()
+        self._jetstream()
         infra = stream_subject_for(subject)
         if infra is not None:
             with contextlib.suppress(BusError):  # unreachable now: the retries below cover it
                 await self._ensure_infra(infra)
-        headers = {"Nats-Msg-Id": msg_id.replace("\r", " ").replace("\n", " ")}
+        headers = self._headers(msg_id)
         deadline = time.monotonic() + self._publish_timeout
         pause = 0.05
         while True:
             remaining = deadline - time.monotonic()
             try:
-                await js.publish(
-                    subject, body, timeout=min(2.0, max(remaining, 0.1)), headers=dict(headers)
-                )
+                future = await self._send(subject, body, headers, min(2.0, max(remaining, 0.1)))
+                self._settle(await future)
                 return
             except nats.errors.MaxPayloadError as exc:
                 raise PublishRejectedError(
@@ -915,18 +1069,29 @@ class NatsBus(EventBus):
         return [_Target(streams["infra"], pattern, False)]
 
     def _consumer_config(
-        self, consumer: str, target: _Target, pattern: str, group: str | None
+        self,
+        consumer: str,
+        target: _Target,
+        pattern: str,
+        group: str | None,
+        *,
+        ordered: bool = False,
     ) -> ConsumerConfig:
         return ConsumerConfig(
             name=consumer,
             durable_name=consumer,
-            description=f"virtufin {self.client_name} {pattern} group={group or '-'}",
+            description=(
+                f"virtufin {self.client_name} {pattern} group={group or '-'}"
+                + (" ordered" if ordered else "")
+            ),
             deliver_policy=DeliverPolicy.NEW,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self._ack_wait,
+            ack_wait=self._ordered_ack_wait if ordered else self._ack_wait,
             max_deliver=-1,
             filter_subject=target.filter_subject,
-            max_ack_pending=max(1024, 4 * self._prefetch),
+            # Ordered: the next event only once the previous one is settled (strict order,
+            # redeliveries first). Otherwise: room for a few prefetches.
+            max_ack_pending=1 if ordered else max(1024, 4 * self._prefetch),
             inactive_threshold=None if group is not None else self._fanout_inactive,
         )
 
@@ -937,12 +1102,15 @@ class NatsBus(EventBus):
         *,
         group: str | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        ordered: bool = False,
     ) -> Subscription:
         """Deliver events on topics matching `pattern` (from now on) to `handler`.
 
         Members with the same (pattern, group) and bus `name` share one durable consumer,
         also across processes; it outlives them, so a restarted member resumes where the
-        group left off. Without a group the subscription gets its own consumer.
+        group left off. Without a group the subscription gets its own consumer. `ordered`:
+        strict order per consumer (see the module docstring); a pattern that spans several
+        streams (a leading wildcard) is ordered per stream.
 
         Raises:
             TopicError: the pattern is malformed.
@@ -955,7 +1123,7 @@ class NatsBus(EventBus):
         infra = stream_subject_for(pattern)
         if infra is not None:
             await self._ensure_infra(infra)
-        sub = _NatsSubscription(self, pattern, group, handler, max_deliveries)
+        sub = _NatsSubscription(self, pattern, group, handler, max_deliveries, ordered)
         unique = "" if group is not None else uuid.uuid4().hex
         try:
             for target in self._targets(pattern):
@@ -966,7 +1134,7 @@ class NatsBus(EventBus):
                     f"{target.stream}:{target.filter_subject}",
                     unique=unique,
                 )
-                config = self._consumer_config(consumer, target, pattern, group)
+                config = self._consumer_config(consumer, target, pattern, group, ordered=ordered)
                 puller = _Puller(sub, target, consumer, config)
                 sub._pullers.append(puller)
                 self._created_consumers.add((target.stream, consumer))

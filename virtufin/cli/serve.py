@@ -4,7 +4,8 @@ The convention (documented in `services` and docs/services.md): the entry's ``mo
 (``services.gateway``, or ``pkg.mod:function``) exposes ``async def serve(ctx)``; this command
 loads the configuration (``services.json`` < environment < flags), sets up JSON logging, builds
 the `ServiceContext` (bound gRPC server, interceptors, health, metrics) and awaits ``serve(ctx)``
-until the service shut down gracefully (SIGTERM/SIGINT; a second signal exits at once).
+until the service shut down gracefully (SIGTERM/SIGINT; a second signal exits at once), on
+uvloop when it is installed (`virtufin.eventloop`).
 
 Also runnable as ``python -m virtufin.cli.serve <service> …``.
 
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from virtufin.errors import ConfigError
+from virtufin.eventloop import run
 
 __all__ = ["build_parser", "main", "register", "resolve_entry"]
 
@@ -111,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_serve_config(args.service, flags=flags)
     configure_logging(config.service.name, level=config.options.log_level)
     entry = resolve_entry(config.service.module)
-    asyncio.run(_serve(config, entry))
+    run(_serve(config, entry))  # uvloop when installed (virtufin.eventloop)
     return 0
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from virtufin import eventloop
 from virtufin.config import ServiceConfig, ServicesConfig, load_services, load_settings
 from virtufin.errors import ConfigError
 
@@ -427,7 +428,7 @@ def _run_up(args: argparse.Namespace) -> int:
     bus = args.bus or os.environ.get("VIRTUFIN_BUS") or ("memory" if len(selected) == 1 else "nats")
     args.bus = bus
     runner = _up_in_process if bus == "memory" else _up_processes
-    return asyncio.run(runner(args, services, selected, sys.stdout))
+    return eventloop.run(runner(args, services, selected, sys.stdout))
 
 
 # --------------------------------------------------------------------------- status

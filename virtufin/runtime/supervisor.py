@@ -24,7 +24,10 @@ that changed it: after the input's outputs are published, before the input is ac
 An input already in the snapshot (a redelivery after a crash) is acknowledged without being
 processed again; one whose snapshot could not be saved is handed back to the bus (redelivered
 up to ``max_deliveries`` times). Events of such a worker are handled one at a time, snapshot
-included (`workers.kit.snapshots` has the format and the reasoning).
+included (`workers.kit.snapshots` has the format and the reasoning), and its subscriptions are
+*ordered* (``SupervisorConfig.ordered``): the bus hands out its group's next event only once
+the previous one is settled, so an input that a killed process held unacknowledged comes back
+before anything newer and the worker's state sees its inputs in stream order.
 """
 
 from __future__ import annotations
@@ -99,6 +102,12 @@ class SupervisorConfig(BaseModel):
     code_dir: str | None = None
     """Where hot-reloaded code is written (default: a temporary folder, removed on close)."""
     source: str = topics.source_urn(WORKMANAGER_SERVICE)
+    ordered: Literal["stateful", "always", "never"] = "stateful"
+    """Which workers' subscriptions are ordered (`EventBus.subscribe`'s ``ordered``: one
+    event in flight per worker group, a failed or orphaned event redelivered before anything
+    newer): ``stateful``, workers that keep snapshots (their state depends on input order);
+    ``always``; ``never`` (throughput first: after a crash, redeliveries may arrive after
+    newer events)."""
 
 
 class WorkerInfo(BaseModel):
@@ -461,8 +470,14 @@ class Supervisor:
             else:
                 await self._handle_kept(rec, envelope, delivery)
 
+        mode = self.config.ordered
+        ordered = mode == "always" or (mode == "stateful" and rec.keeper is not None)
         return await self.bus.subscribe(
-            pattern, on_event_async, group=rec.group, max_deliveries=self.config.max_deliveries
+            pattern,
+            on_event_async,
+            group=rec.group,
+            max_deliveries=self.config.max_deliveries,
+            ordered=ordered,
         )
 
     async def _teardown(self, rec: _Record) -> None:
