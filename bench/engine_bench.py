@@ -77,10 +77,12 @@ def _direct(events: Sequence[Envelope]) -> Loop:
     worker = SmaCross()
     worker.ctx = WorkerContext(worker_id="sma", config=SmaCrossConfig())
     worker.on_start(worker.ctx)
-    on_event, take = worker.on_event, worker.ctx.take_emitted
+    ctx = worker.ctx
+    on_event, take = worker.on_event, ctx.take_emitted
 
     def loop() -> None:
         for event in events:
+            ctx.event = event  # what a host sets first: the input that ctx.order_id() derives from
             on_event(event)
             take()
 
