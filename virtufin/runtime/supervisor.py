@@ -84,6 +84,16 @@ _DEAD_LETTER_IDS: Final = uuid.UUID("0d9b3e3c-3b8a-4b1e-9a5e-6f0f8c1d2e47")
 Publication = tuple[str, Envelope]
 
 
+def _updated(mapping: Mapping[str, str], key: str, value: str | None) -> dict[str, str]:
+    """A copy of `mapping` with `key` set to `value` (None: removed)."""
+    out = dict(mapping)
+    if value is None:
+        out.pop(key, None)
+    else:
+        out[key] = value
+    return out
+
+
 class SupervisorConfig(BaseModel):
     """Usage: ``SupervisorConfig(dispatch="sync")`` for a deterministic backtest."""
 
@@ -280,11 +290,7 @@ class Supervisor:
     def set_env(self, worker_id: str, key: str, value: str | None) -> None:
         """Set (None: remove) an environment variable; applies at the next start or reload."""
         rec = self._get(worker_id)
-        env = dict(rec.env)
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
+        env = _updated(rec.env, key, value)
         check_env(worker_id, env)
         rec.env = env
 
@@ -294,11 +300,7 @@ class Supervisor:
     def set_tag(self, worker_id: str, key: str, value: str | None) -> None:
         """Set (None: remove) a tag (at most 50; key ≤ 128, value ≤ 1024 characters)."""
         rec = self._get(worker_id)
-        tags = dict(rec.tags)
-        if value is None:
-            tags.pop(key, None)
-        else:
-            tags[key] = value
+        tags = _updated(rec.tags, key, value)
         check_tags(worker_id, tags)
         rec.tags = tags
 
