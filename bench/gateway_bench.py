@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any, Final
 import grpc
 
 from bench.rows import bench_row
+from virtufin.ports import free_port
 from virtufin.proto import ensure_built
 
 ensure_built()
@@ -89,12 +89,6 @@ async def _echo_server(port: int) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -198,7 +192,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     seconds, rounds = (3.0, 6) if quick else (10.0, 10)
     samples = 300 if quick else 2000
     events = 200 if quick else 1000
-    echo_port, gateway_port = _free_port(), _free_port()
+    echo_port, gateway_port = free_port(), free_port()
     folder = Path(tempfile.mkdtemp(prefix="virtufin-gateway-bench-"))
     services = folder / "services.json"
     services.write_text(

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 from bench.rows import bench_row
 from virtufin.envelope import Envelope
+from virtufin.ports import free_port
 from virtufin.topics import EventTypes
 from workers.kit import Worker, WorkerContext
 
@@ -101,12 +102,6 @@ def _row(name: str, value: float, unit: str, baseline_name: str, baseline: float
     return bench_row(name, value, unit, baseline_name, baseline, TARGETS[name])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -122,12 +117,12 @@ class _Stack:
         self.folder = folder
         self.processes: list[subprocess.Popen[bytes]] = []
         self.nats_url = os.environ.get("VIRTUFIN_NATS_URL") or "nats://127.0.0.1:4222"
-        self.ports = {"workmanager": _free_port(), "execution": _free_port()}
+        self.ports = {"workmanager": free_port(), "execution": free_port()}
 
     def start(self) -> None:
         binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         if Path(binary).exists():
-            port = _free_port()
+            port = free_port()
             store = self.folder / "nats"
             self._spawn(
                 [binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)], "nats"
@@ -139,7 +134,7 @@ class _Stack:
         for entry in catalogue["services"]:
             if entry["name"] in self.ports:
                 entry["grpc"] = {**entry["grpc"], "port": self.ports[entry["name"]], "hosts": []}
-                entry["healthPort"] = _free_port()
+                entry["healthPort"] = free_port()
                 entries.append(entry)
         services = self.folder / "services.json"
         services.write_text(json.dumps({"services": entries}))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any, Final
 
 from virtufin import topics
 from virtufin.config import Settings, load_services, project_root
+from virtufin.ports import free_port
 
 __all__ = ["LIVE_SERVICES", "run_live_stage"]
 
@@ -28,19 +28,13 @@ _REPLAY_VENUE: Final = "replay"
 _START_TIMEOUT_S: Final = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _services_file(folder: Path) -> Path:
     """The project's catalogue with free ports, so the stage never collides with `up`."""
     catalogue = load_services().model_dump(mode="json", by_alias=True)
     for entry in catalogue["services"]:
-        entry["grpc"]["port"] = _free_port()
+        entry["grpc"]["port"] = free_port()
         entry["grpc"]["hosts"] = []
-        entry["healthPort"] = _free_port()
+        entry["healthPort"] = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "services.json"
     path.write_text(json.dumps(catalogue, indent=1))

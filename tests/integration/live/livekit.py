@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from virtufin.ports import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 API_KEY = "live-test-key"
 START_TIMEOUT_S = 40.0
@@ -43,12 +45,6 @@ BAR_SCHEMA = pa.schema(
         ("interval", pa.string()),
     ]
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- data

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from virtufin.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 NATSCLI = ROOT / "tests/standins/nix/natscli-standin"
 STREAMS = sorted(p.stem for p in (ROOT / "infra/nats/streams").glob("*.json"))
@@ -104,13 +106,6 @@ def test_streams_fail_clearly_without_definitions_or_server(
     assert "no JetStream answer" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def brokers_env(
     run: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
@@ -122,8 +117,8 @@ def brokers_env(
     env = {
         "VIRTUFIN_BROKERS_DIR": str(tmp_path / "brokers"),
         "VIRTUFIN_BROKERS": "nats redis",
-        "VIRTUFIN_NATS_PORT": str(_free_port()),
-        "VIRTUFIN_REDIS_PORT": str(_free_port()),
+        "VIRTUFIN_NATS_PORT": str(free_port()),
+        "VIRTUFIN_REDIS_PORT": str(free_port()),
     }
     yield env
     run("virtufin-brokers", "stop", **env)

@@ -35,6 +35,7 @@ from virtufin.config import ServicesConfig, load_services
 from virtufin.envelope import Envelope
 from virtufin.errors import BusError, PublishRejectedError
 from virtufin.permissions import password_variable, render_nats_authorization
+from virtufin.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 #: A backtest engine: may write hyp and its scenarios' trading lanes, never sc.LIVE.
@@ -49,12 +50,6 @@ BACKTESTER = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _catalogue() -> ServicesConfig:
     data = json.loads((REPO / "services.json").read_text())
     data["services"].append(BACKTESTER)
@@ -66,7 +61,7 @@ class Broker:
 
     def __init__(self, folder: Path, services: ServicesConfig) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         # nats-server parses a variable's value as a config token: "9f…" would be a number
         # followed by garbage, so passwords start with a letter (docs: virtufin.permissions)
         self.passwords = {s.name: "p" + secrets.token_hex(12) for s in services.services}

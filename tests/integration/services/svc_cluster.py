@@ -24,16 +24,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from virtufin.ports import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 API_KEY = "test-key"
 RUN_TOKEN = uuid.uuid4().hex[:8]
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def group_name(label: str) -> str:
