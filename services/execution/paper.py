@@ -36,7 +36,6 @@ every change and restored at start-up.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -72,6 +71,7 @@ from virtufin.envelope import (
     parse_time,
     seal,
     to_dict,
+    uuid5_text,
 )
 from virtufin.errors import EnvelopeError, TopicError
 from virtufin.lanes import Family, parse
@@ -371,7 +371,7 @@ class LiveEmitter(Emitter):
         # The constructor's fields, assembled without its per-field frozen setattr (the venue's
         # answers to an order are on the order → fill latency path).
         draft = object.__new__(EnvelopeDraft)
-        draft.id = _uuid5(f"{self.scenario_id}|{self.key}|{self.count}")
+        draft.id = uuid5_text(_NAMESPACE_BYTES, f"{self.scenario_id}|{self.key}|{self.count}")
         draft.source = SOURCE
         draft.type = type
         draft.data = data
@@ -395,15 +395,6 @@ class LiveEmitter(Emitter):
         envelope = seal(draft)
         self._bus.publish_sync(topic, envelope, validate=False)
         return envelope
-
-
-def _uuid5(name: str) -> str:
-    """``str(uuid.uuid5(_NAMESPACE, name))`` without building a `uuid.UUID` (5x cheaper)."""
-    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _subject(topic: str, data: Mapping[str, Any]) -> str | None:

@@ -219,3 +219,13 @@ def test_a_sealed_draft_is_an_ordinary_frozen_envelope() -> None:
     assert decode(encode(sealed)) == expected
     with pytest.raises(FrozenInstanceError):
         sealed.id = "2"  # type: ignore[misc]
+
+
+def test_uuid5_text_equals_the_standard_library() -> None:
+    import uuid
+
+    from virtufin.envelope import uuid5_text
+
+    space = uuid.UUID("5f0c6d38-9a53-4d57-9b43-1c1f62c5a6a1")
+    for name in ("a", "urn:x|1|0", "ü" * 40, ""):
+        assert uuid5_text(space.bytes, name) == str(uuid.uuid5(space, name))
