@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.nats_server import PrivateNats
+from harness.nats import PrivateNats
 
 
 @pytest.fixture

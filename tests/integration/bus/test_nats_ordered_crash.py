@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness.nats import PrivateNats
 from helpers.kill_restart import kill_mid_stream
-from helpers.nats_server import PrivateNats
 from helpers.recording import event
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]

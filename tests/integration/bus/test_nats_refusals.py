@@ -18,16 +18,16 @@ from pathlib import Path
 
 import nats
 import pytest
-from helpers.nats_server import PrivateNats, free_port
+from harness.nats import PrivateNats
 from helpers.recording import Recorder, event, eventually
 
 from virtufin.bus.nats import NatsBus
 from virtufin.errors import BusError, PublishRejectedError
+from virtufin.ports import free_port
 
 pytestmark = pytest.mark.nats
 
 PERMISSIONS = """
-jetstream: enabled
 authorization {
   users = [
     { user: "svc", password: "pw",

@@ -14,7 +14,7 @@ import asyncio
 import signal
 
 import pytest
-from helpers.nats_server import PrivateNats
+from harness.nats import PrivateNats
 from helpers.recording import Recorder, event, eventually
 
 from virtufin.bus.nats import NatsBus

@@ -29,7 +29,8 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from livekit import API_KEY, Cluster, NatsServer, eventually, write_daily_bars, zigzag
+from harness.nats import PrivateNats
+from livekit import API_KEY, Cluster, eventually, write_daily_bars, zigzag
 
 from virtufin.backtest import BacktestConfig, HiveDataset, run_backtest
 from virtufin.client import AsyncClient, ClientError, Event
@@ -123,7 +124,7 @@ async def test_live_pipeline_survives_a_workmanager_kill(
     expected = _expected_fills(everything)
     assert len(expected) == 9  # one buy, then four reversals (close + open)
 
-    server = NatsServer(tmp_path / "nats").start()
+    server = PrivateNats(tmp_path / "nats").start()
     cluster = Cluster(tmp_path, server.url, ["gateway", "workmanager", "marketdata", "execution"])
     try:
         services = {name: cluster.start(name) for name in cluster.ports}

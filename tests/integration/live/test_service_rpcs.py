@@ -18,7 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 from fakevenue import FakeVenue, depth, kline, trade
-from livekit import API_KEY, Cluster, NatsServer, eventually, write_daily_bars, zigzag
+from harness.nats import PrivateNats
+from livekit import API_KEY, Cluster, eventually, write_daily_bars, zigzag
 
 from virtufin.client import AsyncClient, ClientError, Event
 
@@ -27,7 +28,7 @@ MS = 1_700_000_000_000
 
 
 async def test_marketdata_and_execution_rpcs(tmp_path: Path) -> None:
-    server = NatsServer(tmp_path / "nats").start()
+    server = PrivateNats(tmp_path / "nats").start()
     cluster = Cluster(tmp_path, server.url, ["gateway", "marketdata", "execution"])
     try:
         for name in ("gateway", "marketdata", "execution"):

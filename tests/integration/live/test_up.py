@@ -20,7 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from livekit import API_KEY, REPO, Cluster, NatsServer, free_port, services_json
+from harness.nats import PrivateNats
+from harness.services import REPO, services_json
+from livekit import API_KEY, Cluster
+
+from virtufin.ports import free_port
 
 NAMES = ("gateway", "workmanager", "marketdata", "execution")
 pytestmark = [pytest.mark.slow]
@@ -132,7 +136,7 @@ def test_up_in_one_process_and_status_through_the_gateway(tmp_path: Path) -> Non
 
 
 def test_up_with_nats_runs_a_process_per_service_and_stops_them(tmp_path: Path) -> None:
-    server = NatsServer(tmp_path / "nats").start()
+    server = PrivateNats(tmp_path / "nats").start()
     services = services_json(tmp_path / "services.json", {n: free_port() for n in NAMES})
     up = Up(
         tmp_path,
@@ -201,7 +205,7 @@ def test_up_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_status_names_a_backend_that_is_down(tmp_path: Path) -> None:
-    server = NatsServer(tmp_path / "nats").start()
+    server = PrivateNats(tmp_path / "nats").start()
     cluster = Cluster(tmp_path, server.url, list(NAMES))
     try:
         for name in ("gateway", "workmanager", "execution"):  # not marketdata

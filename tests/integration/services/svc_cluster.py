@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness.services import REPO, ServiceProcess
 
 from virtufin.ports import free_port
 
-REPO = Path(__file__).resolve().parents[3]
+__all__ = ["API_KEY", "REPO", "Cluster", "echo_topics", "free_port", "group_name"]
+
 API_KEY = "test-key"
 RUN_TOKEN = uuid.uuid4().hex[:8]
-START_TIMEOUT_S = 30.0
 
 
 def group_name(label: str) -> str:
@@ -42,113 +36,6 @@ def echo_topics(label: str) -> tuple[str, str]:
     nobody else's echo worker answers (and none of ours answers anybody else)."""
     request = f"echo.infra.itest-{RUN_TOKEN}-{label}"
     return request, f"{request}.reply"
-
-
-class ServiceProcess:
-    """One ``virtufin serve`` subprocess."""
-
-    def __init__(
-        self,
-        cluster: Cluster,
-        name: str,
-        *,
-        grpc_port: int,
-        health_port: int,
-        env: dict[str, str],
-        label: str,
-    ) -> None:
-        self.cluster = cluster
-        self.name = name
-        self.grpc_port = grpc_port
-        self.health_port = health_port
-        self.env = env
-        self.log_path = cluster.root / f"{label}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def start(self) -> ServiceProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "virtufin.cli.serve",
-                    self.name,
-                    "--services",
-                    str(self.cluster.services_path),
-                    "--grpc-port",
-                    str(self.grpc_port),
-                    "--health-port",
-                    str(self.health_port),
-                    "--grace",
-                    "3",
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def health(self, timeout: float = 1.0) -> int | None:
-        """The overall health status (None when unreachable)."""
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-            except grpc.RpcError:
-                return None
-            return int(reply.status)
-
-    def wait_serving(self, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
-                )
-            if self.health() == health_pb2.HealthCheckResponse.SERVING:
-                return self
-            time.sleep(0.1)
-        pytest.fail(f"{self.name} not SERVING after {timeout} s:\n{self.log()[-4000:]}")
-
-    def http(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}{path}", timeout=5
-            ) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.wait()
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class Cluster:
@@ -220,12 +107,12 @@ class Cluster:
             else (self.gateway_port if name == "gateway" else self.workmanager_ports[0])
         )
         process = ServiceProcess(
-            self,
             name,
             grpc_port=grpc_port,
-            health_port=free_port(),
+            services=self.services_path,
             env={**self.env, **(env or {})},
-            label=label or f"{name}-{grpc_port}",
+            log_path=self.root / f"{label or f'{name}-{grpc_port}'}.log",
+            health_port=free_port(),
         )
         self.processes.append(process)
         return process.start()
