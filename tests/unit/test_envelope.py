@@ -85,9 +85,9 @@ def test_encode_then_decode_is_the_identity(envelope: Envelope) -> None:
 
 
 def _timed(envelope: Envelope) -> Envelope:
-    """The SDK stamps `time` on events that have none, and reads an empty binary body as no
-    data (HTTP binary mode cannot tell them apart); compare events where that cannot happen."""
-    if envelope.data == b"":
+    """The SDK stamps `time` on events that have none, and reads empty data (``b""``, and
+    ``""`` even in structured mode) as no data; compare events where that cannot happen."""
+    if envelope.data in (b"", ""):
         envelope = envelope.with_changes(data=None)
     return envelope if envelope.time is not None else envelope.with_changes(time=datetime.now(UTC))
 
