@@ -36,6 +36,7 @@ __all__ = [
     "format_topic",
     "is_valid_id",
     "matches",
+    "overlaps",
     "parse",
     "to_backtest",
     "to_live",
@@ -242,3 +243,26 @@ def matches(pattern: str, topic: str) -> bool:
         if p != "*" and p != t_tokens[i]:
             return False
     return len(p_tokens) == len(t_tokens)
+
+
+def overlaps(first: str, second: str) -> bool:
+    """Whether some topic matches both patterns (NATS wildcards in either): a bus can tell
+    whether anybody could receive what a publisher of `second` sends.
+
+    Example:
+        >>> overlaps("sc.>", "sc.BT_1.trading.order.*"), overlaps("hyp.>", "sc.>")
+        (True, False)
+    """
+    a, b = first.split("."), second.split(".")
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x == ">":
+            return y is not None
+        if y == ">":
+            return x is not None
+        if x is None or y is None:
+            return False
+        if x != "*" and y != "*" and x != y:
+            return False
+    return True

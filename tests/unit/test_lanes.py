@@ -12,6 +12,7 @@ from virtufin.lanes import (
     Family,
     format_topic,
     matches,
+    overlaps,
     parse,
     to_backtest,
     to_live,
@@ -133,6 +134,38 @@ def test_conversions_refuse_the_wrong_family() -> None:
 )
 def test_nats_wildcard_semantics(pattern: str, topic: str, expected: bool) -> None:
     assert matches(pattern, topic) is expected
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("sc.>", "sc.BT_1.>", True),
+        ("sc.BT_1.trading.order.*", "sc.BT_1.>", True),
+        ("sc.*.position.>", "sc.BT_1.trading.>", False),
+        ("sc.BT_2.>", "sc.BT_1.>", False),
+        ("hyp.>", "sc.BT_1.>", False),
+        (">", "sc.BT_1.>", True),
+        ("sc.BT_1", "sc.BT_1.>", False),  # '>' needs one token more
+        ("sc.BT_1.trading.order.filled", "sc.BT_1.trading.order.filled", True),
+        ("sc.*.trading.order.filled", "sc.BT_1.*.order.*", True),
+        ("sc.*.trading", "sc.BT_1.trading.order", False),
+    ],
+)
+def test_patterns_overlap_when_some_topic_matches_both(
+    first: str, second: str, expected: bool
+) -> None:
+    assert overlaps(first, second) is expected
+    assert overlaps(second, first) is expected
+
+
+@given(st.lists(st.sampled_from(["a", "b", "*"]), min_size=1, max_size=4), st.booleans())
+def test_overlap_agrees_with_matching_a_concrete_topic(tokens: list[str], tail: bool) -> None:
+    pattern = ".".join(tokens + ([">"] if tail else []))
+    for topic in ("a", "a.b", "b.a.b", "a.a.a.a", "a.b.a.b.a"):
+        if matches(pattern, topic):
+            assert overlaps(pattern, topic)
+        else:
+            assert not overlaps(pattern, topic)
 
 
 @pytest.mark.parametrize("pattern", ["act.>.exchange", "act..x", "act.ex change"])

@@ -1,7 +1,8 @@
 """Publishing scenario events (orders, fills, positions, PnL) from inside a backtest.
 
 Ids are deterministic (``<runid>-<component>-<n>``) and times are historical, so a rerun with
-the same run id publishes exactly the same events. Each topic is lane-validated on its first
+the same run id publishes exactly the same events. An event nobody is subscribed to is not
+built at all (its id is still counted). Each topic is lane-validated on its first
 publish (the scenario must be registered and active), later ones skip the check as bars do.
 """
 
@@ -55,6 +56,14 @@ class Emitter:
             strategylane="hyp",
         )
 
+    def skips(self, topic: str) -> bool:
+        """Whether nobody would receive an event on `topic` now; if so, the event's id is used
+        up, as `emit` would (a caller may then skip even building the payload)."""
+        if self._bus.has_subscribers(topic):
+            return False
+        next(self._counter)
+        return True
+
     def emit(
         self,
         topic: str,
@@ -63,8 +72,14 @@ class Emitter:
         *,
         at_us: int | None = None,
         correlationid: str | None = None,
-    ) -> Envelope:
-        """Publish `data` as a `type` event on `topic` at historical time `at_us`."""
+    ) -> Envelope | None:
+        """Publish `data` as a `type` event on `topic` at historical time `at_us`.
+
+        Nobody subscribed to `topic` (e.g. order acceptances in a run nobody watches): the
+        event is not built, None is returned, and its id is used up all the same, so the
+        events that are published carry the ids of a run that publishes everything."""
+        if self.skips(topic):
+            return None
         when = MarketView.to_datetime(self._market.ts_us if at_us is None else at_us)
         envelope = derive_envelope(
             self._template,

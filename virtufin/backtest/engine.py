@@ -18,7 +18,12 @@ tagged with the bar they were decided on (``{"row": …}`` dicts, or columnar
 `workers.kit.batch.OrderBatch`es that a numpy strategy returns without a Python loop); a native
 library's ``OnBatch`` gets the batch zero-copy through the Arrow C data interface and hands back
 order columns (`virtufin.runtime.native.OrderColumns`). The venue and portfolio then run exactly
-as in the event path, so both paths give the same trades.
+as in the event path, so both paths give the same trades. When nobody else subscribes to the
+scenario's topics (``sc.<sid>.>``), the batch path publishes no order lifecycle at all: each
+decision goes to the venue as an `Order`, the venue hands fills straight to the portfolio, and
+runs of all-in market orders the flat account cannot pay for one unit of are rejected in one
+go (`SimulatedVenue.unaffordable`); trades, orders, equity and statistics are the same as with
+the events published (tests/unit/backtest/test_backtest_fast_paths.py).
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ from virtufin.backtest.hosting import BatchRunner, WorkerHost, load_engine
 from virtufin.backtest.market import MarketView
 from virtufin.backtest.metrics import StatsAccumulator
 from virtufin.backtest.portfolio import Portfolio, Trade
-from virtufin.backtest.replay import BarBatch, BarEnvelopes, SymbolTable
+from virtufin.backtest.replay import REPLAY_CHUNK, BarBatch, BarEnvelopes, SymbolTable
 from virtufin.backtest.results import BacktestResult, ResultsWriter
-from virtufin.backtest.venue import SimulatedVenue
+from virtufin.backtest.venue import Order, SimulatedVenue, order_problem
 from virtufin.bus.memory import MemoryBus
 from virtufin.bus.validation import LaneValidator
 from virtufin.envelope import Envelope, parse_time
@@ -143,6 +148,8 @@ class BacktestEngine:
         self.market = MarketView()
         self.bars = 0
         self._refreshed = 0.0
+        self._batch_ids = itertools.count(1)
+        """Numbers of the batch path's order events (``<runid>-batch-<n>``), per run."""
 
     # ---------------------------------------------------------------- setup
 
@@ -212,8 +219,17 @@ class BacktestEngine:
                 source=topics.source_urn(f"backtest.{name}"),
             )
 
+        # The batch path without anybody listening on the scenario's topics (checked before
+        # the venue and the portfolio subscribe): the order lifecycle is plain calls, venue to
+        # portfolio, with no event per step. The event path always publishes it, as live.
+        direct = cfg.mode == "batch" and not self.bus.subscribed(f"sc.{self.scenario_id}.>")
         venue = SimulatedVenue(
-            config=cfg, bus=self.bus, market=market, symbols=symbols, emitter=emitter("venue")
+            config=cfg,
+            bus=self.bus,
+            market=market,
+            symbols=symbols,
+            emitter=emitter("venue"),
+            publish=not direct,
         )
         stats = StatsAccumulator(risk_free_rate=cfg.risk_free_rate)
         writer = ResultsWriter(cfg.results_dir, keep_in_memory=cfg.keep_equity)
@@ -233,7 +249,9 @@ class BacktestEngine:
             cash=cfg.cash,
             on_trade=on_trade,
             keep_trades=cfg.keep_trades,
+            publish=not direct,
         )
+        venue.on_fill = portfolio.book_fill
         batch_runner = host.batch_runner() if cfg.mode == "batch" else None
         if batch_runner is None:
             host.subscribe(f"hyp.{selector}.exchange.{cfg.venue}.ohlcv.candle.>")
@@ -273,7 +291,7 @@ class BacktestEngine:
                     venue.expire_all(market.ts_us)
                 bh.add(batch)
                 self._mark(writer, stats, book.close_batch(batch))
-                if portfolio.open_lots():
+                if not direct and portfolio.open_lots():
                     unrealized.emit(
                         topics.pnl_event(self.scenario_id, "unrealized"),
                         EventTypes.pnl("unrealized.update"),
@@ -331,20 +349,23 @@ class BacktestEngine:
     def _replay_events(
         self, batch: BarBatch, bars: BarEnvelopes, venue: SimulatedVenue, validated: set[str]
     ) -> None:
-        topic_list, envelopes = bars.build(batch)
         check = self.bus.validator.check_sync
-        for topic in set(topic_list) - validated:
-            check(topic, envelopes[topic_list.index(topic)])
-            validated.add(topic)
         market = self.market
         pending = venue.pending
         on_bar = venue.on_bar
         publish = self.bus.publish_trusted  # lanes checked above; ids unique by construction
-        for row, (topic, envelope) in enumerate(zip(topic_list, envelopes, strict=True)):
-            market.row = row
-            if pending:
-                on_bar(row)
-            publish(topic, envelope)
+        for first in range(0, batch.n, REPLAY_CHUNK):
+            topic_list, envelopes = bars.build(batch, first, first + REPLAY_CHUNK)
+            for topic in set(topic_list) - validated:
+                check(topic, envelopes[topic_list.index(topic)])
+                validated.add(topic)
+            for row, topic, envelope in zip(
+                range(first, first + len(envelopes)), topic_list, envelopes, strict=True
+            ):
+                market.row = row
+                if pending:
+                    on_bar(row)
+                publish(topic, envelope)
 
     # ---------------------------------------------------------------- batch path
 
@@ -357,7 +378,6 @@ class BacktestEngine:
     ) -> None:
         from workers.kit.clock import HistoricalClock
 
-        market = self.market
         clock = HistoricalClock(MarketView.to_datetime(int(batch.ts[-1])))
         try:
             emitted = runner(batch.record, clock)
@@ -365,28 +385,33 @@ class BacktestEngine:
             raise
         except Exception as exc:
             raise WorkerError(worker_id, f"on_batch raised {type(exc).__name__}: {exc}") from exc
+        if venue.publish:
+            self._publish_orders(batch, emitted, venue, worker_id)
+        else:
+            self._submit_orders(batch, emitted, venue)
+
+    def _publish_orders(
+        self, batch: BarBatch, emitted: list[Any], venue: SimulatedVenue, worker_id: str
+    ) -> None:
+        """Somebody listens: each decision is an ``order.submitted`` event at its row."""
+        market = self.market
         orders: list[tuple[int, str, Mapping[str, Any]]] = []
         for item in emitted:
             if isinstance(item, OrderColumns | OrderBatch):
-                groups = (
-                    self._order_batches(batch, venue.symbols, item)
-                    if isinstance(item, OrderColumns)
-                    else [item]
-                )
-                for group in groups:
-                    self._check_rows(batch, group)
+                for group in self._groups(batch, venue.symbols, item):
                     orders.extend((row, _ORDER_SUBMITTED, data) for row, data in group.orders())
             else:
                 kind, data = _order_of(item)
                 orders.append((self._decision_row(batch, data), kind, data))
         orders.sort(key=lambda item: item[0])
+        topic = topics.order_event(self.scenario_id, "submitted")
         cursor = 0
         for row, kind, data in orders:
             self._advance(venue, batch, cursor, row)
             market.row = row
             when = MarketView.to_datetime(int(batch.ts[row]))
             envelope = Envelope(
-                id=f"{self.run_id}-batch-{next(_BATCH_IDS)}",
+                id=f"{self.run_id}-batch-{next(self._batch_ids)}",
                 source=f"urn:com.virtufin.worker.{worker_id}",
                 type=kind,
                 data=data,
@@ -400,9 +425,105 @@ class BacktestEngine:
                 portfoliolane="hyp",
                 strategylane="hyp",
             )
-            self.bus.publish_sync(topics.order_event(self.scenario_id, "submitted"), envelope)
+            self.bus.publish_sync(topic, envelope)
             cursor = row + 1
         self._advance(venue, batch, cursor, batch.n - 1)
+
+    def _submit_orders(self, batch: BarBatch, emitted: list[Any], venue: SimulatedVenue) -> None:
+        """Nobody listens: the decisions go to the venue as `Order`s, in row order (stable, as
+        `_publish_orders` sorts its events), with the ids and times their events would have
+        had. Columnar groups are expanded without a payload dict per order."""
+        parts: list[_Decisions | tuple[int, Mapping[str, Any]]] = []
+        for item in emitted:
+            if isinstance(item, OrderColumns | OrderBatch):
+                parts.extend(
+                    _Decisions(group, venue.symbols)
+                    for group in self._groups(batch, venue.symbols, item)
+                    if len(group)
+                )
+            else:
+                data = _order_of(item)[1]
+                parts.append((self._decision_row(batch, data), data))
+        if not parts:
+            self._advance(venue, batch, 0, batch.n - 1)
+            return
+        lengths = [len(p.rows) if isinstance(p, _Decisions) else 1 for p in parts]
+        rows = np.concatenate(
+            [p.rows if isinstance(p, _Decisions) else np.array([p[0]]) for p in parts]
+        )
+        which = np.repeat(np.arange(len(parts)), lengths)
+        index = np.concatenate([np.arange(n) for n in lengths])
+        # What the venue needs to resolve runs of all-in market orders at once (`unaffordable`):
+        # per order its symbol, side and the row of the next submission; -1: not such an order.
+        codes = np.concatenate(
+            [
+                np.full(len(p.rows), p.code if p.all_in_market else -1, dtype=np.int64)
+                if isinstance(p, _Decisions)
+                else np.array([-1])
+                for p in parts
+            ]
+        )
+        sides = np.concatenate(
+            [p.signs if isinstance(p, _Decisions) else np.array([0]) for p in parts]
+        )
+        if len(rows) > 1 and not (rows[1:] >= rows[:-1]).all():
+            by_row = np.argsort(rows, kind="stable")
+            rows, which, index = rows[by_row], which[by_row], index[by_row]
+            codes, sides = codes[by_row], sides[by_row]
+        until = np.append(rows[1:], batch.n - 1)
+        others = np.append(np.flatnonzero(codes < 0), len(rows))  # where runs must stop
+        market = self.market
+        submit = venue.submit
+        ids = self._batch_ids
+        prefix = f"{self.run_id}-batch-"
+        row_list, which_list, index_list = rows.tolist(), which.tolist(), index.tolist()
+        code_list = codes.tolist()
+        ts_list, bar_list = batch.ts[rows].tolist(), batch.bar[rows].tolist()
+        cursor = 0
+        j, total = 0, len(row_list)
+        while j < total:
+            row = row_list[j]
+            if venue.pending:
+                self._advance(venue, batch, cursor, row)
+            if code_list[j] >= 0 and not venue.pending:
+                stop = int(others[others.searchsorted(j)])
+                run = venue.unaffordable(
+                    batch, rows[j:stop], codes[j:stop], sides[j:stop], until[j:stop]
+                )
+                if run:  # all rejected on their next bars: record them as `_execute` would
+                    record = venue.orders.append
+                    for k in range(j, j + run):
+                        decision = parts[which_list[k]]
+                        assert isinstance(decision, _Decisions)
+                        ident = prefix + str(next(ids))
+                        record(decision.unaffordable(index_list[k], ident, ts_list[k], bar_list[k]))
+                    j += run
+                    cursor = row_list[j - 1] + 1
+                    continue
+            market.row = row
+            ident = prefix + str(next(ids))
+            decision = parts[which_list[j]]
+            if isinstance(decision, _Decisions):
+                order = decision.order(index_list[j], ident, ts_list[j], bar_list[j])
+            else:
+                data = decision[1] if isinstance(decision[1], dict) else {}
+                order = venue.order_of(data, ident, ident, ts_list[j], bar_list[j])
+            submit(order)
+            cursor = row + 1
+            j += 1
+        self._advance(venue, batch, cursor, batch.n - 1)
+
+    def _groups(
+        self, batch: BarBatch, symbols: SymbolTable, item: OrderColumns | OrderBatch
+    ) -> list[OrderBatch]:
+        """A columnar decision as checked `OrderBatch`es (a native worker's columns split by
+        the symbol of their rows)."""
+        groups = (
+            self._order_batches(batch, symbols, item) if isinstance(item, OrderColumns) else [item]
+        )
+        for group in groups:
+            self._check_rows(batch, group)
+        return groups
 
     def _advance(self, venue: SimulatedVenue, batch: BarBatch, first: int, last: int) -> None:
         """Fill pending orders on rows first..last (inclusive), jumping between candidates."""
@@ -495,8 +616,86 @@ class BacktestEngine:
         return found
 
 
-_BATCH_IDS = itertools.count(1)
 _MICRO = MarketView.to_datetime(1) - MarketView.to_datetime(0)
+
+
+class _Decisions:
+    """One `OrderBatch` ready to expand into `Order`s: what its orders share, parsed once as
+    `SimulatedVenue.order_of` parses each payload, so the orders are the same."""
+
+    __slots__ = (
+        "all_in_market", "code", "exclusive", "ids", "limits", "qty", "reason", "rows", "sides",
+        "signs", "sizing", "symbol", "type",
+    )  # fmt: skip
+
+    def __init__(self, group: OrderBatch, symbols: SymbolTable) -> None:
+        qty = group.qty
+        self.rows = group.rows
+        self.symbol = str(group.symbol)
+        self.type = str(group.type)
+        self.qty = (
+            float(qty) if isinstance(qty, int | float) and not isinstance(qty, bool) else None
+        )
+        self.sizing = str(group.sizing)
+        self.exclusive = bool(group.exclusive)
+        self.reason = str(group.reason)
+        self.signs = np.where(group.sides > 0, 1, -1)
+        self.sides = ["buy" if side > 0 else "sell" for side in self.signs.tolist()]
+        self.limits = group.limit_prices.tolist() if group.type == "limit" else None
+        self.ids = group.order_ids
+        self.code = symbols.find(self.symbol)
+        self.all_in_market = (self.type, self.sizing, self.qty) == ("market", "all_in", None) and (
+            self.order(0, "probe", 0, 0).status == "accepted"
+        )
+        """Valid all-in market orders (`SimulatedVenue.unaffordable` may resolve them)."""
+
+    def order(self, k: int, ident: str, ts_us: int, bar: int) -> Order:
+        """The `k`-th order, as if submitted in an event with id `ident` at `ts_us`."""
+        limit = self.limits[k] if self.limits is not None else None
+        given = self.ids[k] if self.ids is not None else None
+        order = Order(
+            str(given or ident),
+            self.symbol,
+            self.sides[k],
+            self.type,
+            self.qty,
+            float(limit) if isinstance(limit, int | float) else None,
+            self.sizing,
+            self.exclusive,
+            self.reason,
+            ts_us,
+            bar,
+            correlationid=ident,
+        )
+        problem = order_problem(order, self.code)
+        if problem:
+            order.status, order.status_reason = "rejected", problem
+        else:
+            assert self.code is not None
+            order.code = self.code
+        return order
+
+    def unaffordable(self, k: int, ident: str, ts_us: int, bar: int) -> Order:
+        """`order` of a valid all-in market order (`all_in_market`) as it ends when the
+        margin pays for no unit: rejected on its next bar (built in one go, no checks)."""
+        given = self.ids[k] if self.ids is not None else None
+        return Order(
+            str(given or ident),
+            self.symbol,
+            self.sides[k],
+            "market",
+            None,  # qty
+            None,  # limit_price
+            "all_in",
+            self.exclusive,
+            self.reason,
+            ts_us,
+            bar,
+            self.code,  # type: ignore[arg-type]  # set: `all_in_market`
+            "rejected",
+            status_reason="insufficient margin",
+            correlationid=ident,
+        )
 
 
 def _order_of(item: Any) -> tuple[str, Mapping[str, Any]]:

@@ -53,24 +53,28 @@ class MarketView:
 
     @property
     def code(self) -> int:
-        return int(self._batch().sym[self.row])
+        code: int = self._batch().sym.item(self.row)
+        return code
 
     @property
     def ts_us(self) -> int:
         """Close time of the current bar (the historical "now")."""
-        return int(self._batch().ts[self.row])
+        ts: int = self._batch().ts.item(self.row)
+        return ts
 
     @property
     def bar(self) -> int:
         """Equity-curve row of the current bar."""
-        return int(self._batch().bar[self.row])
+        bar: int = self._batch().bar.item(self.row)
+        return bar
 
     def last(self, code: int) -> tuple[float, int] | None:
         """(close, close time) of `code`'s latest bar at or before the cursor."""
         batch = self.batch
         if batch is not None:
-            if batch.sym[self.row] == code:
-                return float(batch.close[self.row]), int(batch.ts[self.row])
+            row = self.row
+            if batch.sym.item(row) == code:
+                return float(batch.close.item(row)), batch.ts.item(row)
             hits = np.flatnonzero(batch.sym[: self.row + 1] == code)
             if len(hits):
                 row = int(hits[-1])

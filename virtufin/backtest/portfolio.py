@@ -114,8 +114,10 @@ class Portfolio:
         cash: float,
         on_trade: Callable[[Trade], None] | None = None,
         keep_trades: bool = True,
+        publish: bool = True,
     ) -> None:
         self.market = market
+        self.publish = publish
         self.symbols = symbols
         self.emitter = emitter
         self.book = book
@@ -130,6 +132,9 @@ class Portfolio:
         self._tags: dict[str, str] = {}
         sid = emitter.scenario_id
         self._sid = sid
+        self._position_topics: dict[tuple[str, str], str] = {}
+        self._trade_topic = topics.trade_event(sid, "closed")
+        self._realized_topic = topics.pnl_event(sid, "realized")
         self.subscriptions = [
             bus.subscribe_sync(topics.order_event(sid, "filled"), self.on_filled),
             bus.subscribe_sync(topics.order_event(sid, "filled") + ".>", self.on_filled),
@@ -144,17 +149,38 @@ class Portfolio:
     def on_filled(self, envelope: Envelope, delivery: Delivery) -> None:
         """Bus handler: book the fill, publish position, trade and PnL events."""
         data = envelope.data
-        symbol = str(data["symbol"])
         sign = 1 if data["side"] == "buy" else -1
-        qty = sign * float(data["qty_filled"])
-        price = float(data["price"])
-        fee = float(data["fee"])
-        order_id = str(data["order_id"])
         when = envelope.eventtime or _EPOCH
-        at_us = (when - _EPOCH) // _US
+        self.book_fill(
+            str(data["symbol"]),
+            sign * float(data["qty_filled"]),
+            float(data["price"]),
+            float(data["fee"]),
+            str(data["order_id"]),
+            data.get("fill_id"),
+            (when - _EPOCH) // _US,
+            envelope.correlationid,
+        )
+
+    def book_fill(
+        self,
+        symbol: str,
+        qty: float,
+        price: float,
+        fee: float,
+        order_id: str,
+        fill_id: str | None,
+        at_us: int,
+        correlationid: str | None,
+    ) -> None:
+        """Book one fill of `qty` signed units (the fill event's payload, or the venue's direct
+        call when it does not publish: `venue.FillSink`), then publish what it changed."""
         bar = self.market.bar
         before = self.units.get(symbol, 0.0)
-        lots = self.lots.setdefault(symbol, deque())
+        lots = self.lots.get(symbol)
+        if lots is None:
+            lots = self.lots[symbol] = deque()
+        publish = self.publish
         remaining = qty
         exit_fee_per_unit = fee / abs(qty) if qty else 0.0
         realized_now = 0.0
@@ -192,7 +218,8 @@ class Portfolio:
             if self._on_trade is not None:
                 self._on_trade(trade)
             realized_now += pnl
-            self._publish_trade(trade, at_us)
+            if publish:
+                self._publish_trade(trade, at_us)
             lot.size -= size
             remaining += size
             if not lot.size:
@@ -216,48 +243,60 @@ class Portfolio:
         code = self.symbols.find(symbol)
         if code is not None:
             self.book.record(self.market.row, code, after, self.cash)
+        if not publish:
+            return
+        emitter = self.emitter
         kind = _kind(before, after)
-        open_lots = self.lots[symbol]
-        held = sum(abs(lot.size) for lot in open_lots)
-        avg = sum(abs(lot.size) * lot.entry_price for lot in open_lots) / held if held else None
-        self.emitter.emit(
-            self._position_topic(symbol, kind),
-            EventTypes.position(kind),
-            {
-                "symbol": symbol,
-                "qty": after,
-                "prev_qty": before,
-                "avg_price": avg,
-                "price": price,
-                "order_id": order_id,
-                "fill_id": data.get("fill_id"),
-            },
-            at_us=at_us,
-            correlationid=envelope.correlationid,
-        )
-        if realized_now:
-            self.emitter.emit(
-                topics.pnl_event(self._sid, "realized"),
+        topic = self._position_topic(symbol, kind)
+        if not emitter.skips(topic):
+            open_lots = self.lots[symbol]
+            held = sum(abs(lot.size) for lot in open_lots)
+            avg = sum(abs(lot.size) * lot.entry_price for lot in open_lots) / held if held else None
+            emitter.emit(
+                topic,
+                EventTypes.position(kind),
+                {
+                    "symbol": symbol,
+                    "qty": after,
+                    "prev_qty": before,
+                    "avg_price": avg,
+                    "price": price,
+                    "order_id": order_id,
+                    "fill_id": fill_id,
+                },
+                at_us=at_us,
+                correlationid=correlationid,
+            )
+        if realized_now and not emitter.skips(self._realized_topic):
+            emitter.emit(
+                self._realized_topic,
                 EventTypes.pnl("realized.update"),
                 {
                     "realized_pnl": sum(self.realized.values()),
                     "by_symbol": dict(self.realized),
                     "period": "run",
-                    "fill_id": data.get("fill_id"),
+                    "fill_id": fill_id,
                 },
                 at_us=at_us,
-                correlationid=envelope.correlationid,
+                correlationid=correlationid,
             )
 
     def _position_topic(self, symbol: str, kind: str) -> str:
-        try:
-            return topics.position_event(self._sid, symbol, kind)
-        except TopicError:
-            return topics.position_event(self._sid, "portfolio", kind)
+        key = (symbol, kind)
+        topic = self._position_topics.get(key)
+        if topic is None:
+            try:
+                topic = topics.position_event(self._sid, symbol, kind)
+            except TopicError:
+                topic = topics.position_event(self._sid, "portfolio", kind)
+            self._position_topics[key] = topic
+        return topic
 
     def _publish_trade(self, trade: Trade, at_us: int) -> None:
+        if self.emitter.skips(self._trade_topic):
+            return
         self.emitter.emit(
-            topics.trade_event(self._sid, "closed"),
+            self._trade_topic,
             EventTypes.trade("closed"),
             trade.to_json(),
             at_us=at_us,

@@ -10,10 +10,9 @@ object.
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -27,6 +26,7 @@ from virtufin.envelope import Envelope, EnvelopeDraft
 from virtufin.topics import EventTypes
 
 __all__ = [
+    "REPLAY_CHUNK",
     "BarBatch",
     "BarEnvelopes",
     "SymbolTable",
@@ -38,8 +38,12 @@ __all__ = [
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 I64 = np.ndarray[Any, np.dtype[np.int64]]
 _EMPTY: Final[MappingProxyType[str, Any]] = MappingProxyType({})
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELDS: Final = tuple(f.name for f in fields(Envelope))
 _VARYING: Final = ("id", "data", "time", "eventtime")
+REPLAY_CHUNK: Final = 1024
+"""Rows of bar envelopes the event path builds at a time (`BarEnvelopes.build`): ~1 MB of
+envelopes, payloads and strings, which the bus then delivers from the CPU's caches."""
 
 
 @dataclass(slots=True)
@@ -115,12 +119,21 @@ class BarBatch:
     ) -> BarBatch:
         """Columns of `record`; `bars_before`/`last_ts` continue the equity-row count."""
         ts: I64 = pc.cast(record.column(0), pa.int64()).to_numpy()
-        sym_enc = pc.dictionary_encode(record.column(6))
-        int_col = record.column(7)
-        if len(sym_enc.dictionary) == 1 and int_col.null_count == 0:
+        sym_col, int_col = record.column(6), record.column(7)
+        if (
+            len(ts)
+            and sym_col.null_count == 0
+            and int_col.null_count == 0
+            and pc.all(pc.equal(sym_col, sym_col[0])).as_py()
+            and pc.all(pc.equal(int_col, int_col[0])).as_py()
+        ):  # one symbol and interval (the usual batch): a quarter of the cost of encoding
+            sym = np.full(len(ts), table.code(str(sym_col[0]), str(int_col[0])), dtype=np.int64)
+        elif (
+            len(sym_enc := pc.dictionary_encode(sym_col).dictionary) == 1 and not int_col.null_count
+        ):
             first_interval = str(int_col[0])
             if pc.all(pc.equal(int_col, first_interval)).as_py():
-                code = table.code(str(sym_enc.dictionary[0]), first_interval)
+                code = table.code(str(sym_enc[0]), first_interval)
                 sym = np.full(len(ts), code, dtype=np.int64)
             else:
                 sym = _codes(record, table)
@@ -198,10 +211,9 @@ def _date(day: int) -> str:
     return text
 
 
-def _open_times(batch: BarBatch, closes: list[str]) -> list[str]:
-    """Candle open times; for back-to-back bars the open is the previous close, so only the
-    other rows are formatted."""
-    start, ts = batch.start, batch.ts
+def _open_times(start: I64, ts: I64, closes: list[str]) -> list[str]:
+    """Candle open times (`start`) beside their close times (`ts`, formatted: `closes`); for
+    back-to-back bars the open is the previous close, so only the other rows are formatted."""
     fresh = np.ones(len(start), dtype=bool)
     np.not_equal(start[1:], ts[:-1], out=fresh[1:])
     if fresh.all():
@@ -214,14 +226,15 @@ def _open_times(batch: BarBatch, closes: list[str]) -> list[str]:
 
 
 def datetimes(micros: I64) -> list[datetime]:
-    """Timezone-aware UTC datetimes for a column of epoch microseconds."""
-    fromtimestamp = datetime.fromtimestamp
-    if (micros % 1_000_000 == 0).all():
-        return list(map(fromtimestamp, (micros // 1_000_000).tolist(), itertools.repeat(UTC)))
-    return [
-        fromtimestamp(s, UTC).replace(microsecond=u)
-        for s, u in zip((micros // 1_000_000).tolist(), (micros % 1_000_000).tolist(), strict=True)
-    ]
+    """Timezone-aware UTC datetimes for a column of epoch microseconds: the first one plus
+    each row's offset (numpy makes the `timedelta`s in C; one addition per row is 2.5x
+    cheaper than `datetime.fromtimestamp`)."""
+    if not len(micros):
+        return []
+    first = int(micros[0])
+    base = _EPOCH + timedelta(microseconds=first)
+    offsets: list[timedelta] = (micros - first).astype("timedelta64[us]").tolist()
+    return list(map(base.__add__, offsets))
 
 
 def _compile_builder() -> Callable[..., list[Envelope]]:
@@ -311,11 +324,17 @@ class BarEnvelopes:
             extensions=_EMPTY,
         )
 
-    def build(self, batch: BarBatch) -> tuple[list[str], list[Envelope]]:
-        """(topic per row, envelope per row)."""
-        n = batch.n
+    def build(
+        self, batch: BarBatch, first: int = 0, stop: int | None = None
+    ) -> tuple[list[str], list[Envelope]]:
+        """(topic per row, envelope per row) of rows first..stop-1 (default: all) of `batch`,
+        numbered on from the previous call. The engine builds a batch in slices of
+        `REPLAY_CHUNK` rows, each published before the next is built: envelopes still in
+        the CPU's caches when the bus hands them over cost less than a whole batch's."""
+        ts = batch.ts[first:stop]
+        n = len(ts)
         by_code = self.table.by_code
-        sym = batch.sym
+        sym = batch.sym[first:stop]
         if n and sym[0] == sym[-1] and (sym == sym[0]).all():
             entry = by_code[int(sym[0])]
             topic_list = [entry.topic] * n
@@ -326,7 +345,7 @@ class BarEnvelopes:
             topic_list = [by_code[c].topic for c in codes]
             symbols = [by_code[c].symbol for c in codes]
             intervals = [by_code[c].interval for c in codes]
-        closes = rfc3339(batch.ts)
+        closes = rfc3339(ts)
         datas = [
             {
                 "symbol": s,
@@ -342,12 +361,12 @@ class BarEnvelopes:
             for s, i, o, h, lo, c, v, ot, ct in zip(
                 symbols,
                 intervals,
-                batch.open.tolist(),
-                batch.high.tolist(),
-                batch.low.tolist(),
-                batch.close.tolist(),
-                batch.volume.tolist(),
-                _open_times(batch, closes),
+                batch.open[first:stop].tolist(),
+                batch.high[first:stop].tolist(),
+                batch.low[first:stop].tolist(),
+                batch.close[first:stop].tolist(),
+                batch.volume[first:stop].tolist(),
+                _open_times(batch.start[first:stop], ts, closes),
                 closes,
                 strict=True,
             )
@@ -355,4 +374,4 @@ class BarEnvelopes:
         prefix = self._prefix
         ids = [prefix + s for s in map(str, range(self._seq, self._seq + n))]
         self._seq += n
-        return topic_list, build_envelopes(self.template, ids, datas, datetimes(batch.ts))
+        return topic_list, build_envelopes(self.template, ids, datas, datetimes(ts))

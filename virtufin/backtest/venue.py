@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -41,12 +42,17 @@ from virtufin.bus.port import Delivery
 from virtufin.envelope import Envelope, format_time
 from virtufin.topics import EventTypes
 
-__all__ = ["Account", "Order", "SimulatedVenue"]
+__all__ = ["Account", "FillSink", "Order", "SimulatedVenue", "order_problem"]
 
+I64 = np.ndarray[Any, np.dtype[np.int64]]
 FULL_EQUITY: Final = 1 - sys.float_info.epsilon
 """backtesting.py's default `size`: all of the equity, a hair under 1 to stay fractional."""
 
 OrderStatus = Literal["accepted", "filled", "rejected", "cancelled"]
+
+FillSink = Callable[[str, float, float, float, str, str, int, "str | None"], None]
+"""``sink(symbol, signed_qty, price, fee, order_id, fill_id, at_us, correlationid)``: where an
+unpublished venue hands each fill (`Portfolio.book_fill`)."""
 
 
 @dataclass(slots=True)
@@ -78,6 +84,26 @@ class Order:
     @property
     def sign(self) -> int:
         return 1 if self.side == "buy" else -1
+
+
+def order_problem(order: Order, code: int | None) -> str:
+    """Why the venue rejects `order` on submission ("" if it is acceptable); `code` is its
+    symbol's code, None for a symbol that was never replayed."""
+    if code is None:
+        return f"unknown symbol {order.symbol!r}"
+    if order.side not in ("buy", "sell"):
+        return f"side must be buy or sell ({order.side!r})"
+    if order.type not in ("market", "limit"):
+        return f"type must be market or limit ({order.type!r})"
+    if order.type == "limit" and not (order.limit_price and order.limit_price > 0):
+        return "a limit order needs limit_price > 0"
+    if order.sizing not in ("units", "all_in"):
+        return f"sizing must be units or all_in ({order.sizing!r})"
+    if order.sizing == "units" and not (order.qty and order.qty > 0):
+        return "sizing=units needs qty > 0"
+    if order.sizing == "all_in" and order.qty is not None:
+        return "sizing=all_in takes qty=null"
+    return ""
 
 
 class Account:
@@ -132,7 +158,15 @@ class Account:
 
 
 class SimulatedVenue:
-    """Executes the strategy's orders against the replayed bars (see the module docstring)."""
+    """Executes the strategy's orders against the replayed bars (see the module docstring).
+
+    Args:
+        publish: publish the order lifecycle on the bus (the portfolio books the fill
+            events). Off (the batch path when nobody else listens on the scenario's topics):
+            nothing is published and each fill goes straight to `on_fill`, one function call
+            instead of an envelope per lifecycle step; orders, fills and trades are the same.
+        on_fill: where fills go when not publishing (`Portfolio.book_fill`).
+    """
 
     def __init__(
         self,
@@ -142,8 +176,12 @@ class SimulatedVenue:
         market: MarketView,
         symbols: SymbolTable,
         emitter: Emitter,
+        publish: bool = True,
+        on_fill: FillSink | None = None,
     ) -> None:
         self.config = config
+        self.publish = publish
+        self.on_fill = on_fill
         self.market = market
         self.symbols = symbols
         self.emitter = emitter
@@ -153,7 +191,7 @@ class SimulatedVenue:
         self._fills = 0
         sid = emitter.scenario_id
         self._sid = sid
-        self._topics: dict[str, str] = {}
+        self._topics: dict[str, tuple[str, str]] = {}
         self.subscriptions = [
             bus.subscribe_sync(topics.order_event(sid, "submitted"), self.on_submitted),
             bus.subscribe_sync(topics.order_event(sid, "submitted") + ".>", self.on_submitted),
@@ -161,24 +199,32 @@ class SimulatedVenue:
 
     # ---------------------------------------------------------------- events out
 
-    def _topic(self, kind: str) -> str:
-        """Order events go to ``sc.<sid>.trading.order.<kind>`` (the id is in the payload, so
+    def _wanted(self, kind: str) -> tuple[str, str] | None:
+        """(topic, type) of a `kind` order event if one is to be published now; None when the
+        venue does not publish or nobody listens (its id is used up all the same).
+
+        Order events go to ``sc.<sid>.trading.order.<kind>`` (the id is in the payload, so
         the set of topics, and the bus's route and validation caches, stay bounded)."""
-        topic = self._topics.get(kind)
-        if topic is None:
-            topic = self._topics[kind] = topics.order_event(self._sid, kind)
-        return topic
+        if not self.publish:
+            return None
+        found = self._topics.get(kind)
+        if found is None:
+            found = self._topics[kind] = (
+                topics.order_event(self._sid, kind),
+                EventTypes.order(kind),
+            )
+        return None if self.emitter.skips(found[0]) else found
 
     def _emit(
-        self, kind: str, order: Order, data: dict[str, Any], at_us: int | None = None
+        self,
+        wanted: tuple[str, str],
+        order: Order,
+        data: dict[str, Any],
+        at_us: int | None = None,
     ) -> None:
         payload = {"order_id": order.order_id, "symbol": order.symbol, "side": order.side, **data}
         self.emitter.emit(
-            self._topic(kind),
-            EventTypes.order(kind),
-            payload,
-            at_us=at_us,
-            correlationid=order.correlationid,
+            wanted[0], wanted[1], payload, at_us=at_us, correlationid=order.correlationid
         )
 
     def _finish(
@@ -186,33 +232,59 @@ class SimulatedVenue:
     ) -> None:
         order.status = status
         order.status_reason = reason
-        self._emit(status, order, {"reason": reason, "filled_qty": order.filled_qty}, at_us)
+        wanted = self._wanted(status)
+        if wanted is not None:
+            self._emit(wanted, order, {"reason": reason, "filled_qty": order.filled_qty}, at_us)
 
     # ---------------------------------------------------------------- orders in
 
     def on_submitted(self, envelope: Envelope, delivery: Delivery) -> None:
         """Bus handler: validate, accept, and fill now (close rule) or queue."""
         market = self.market
-        order = self._parse(envelope, market.ts_us, market.bar)
+        batch = market.batch  # `market.ts_us` and `market.bar`, read once
+        assert batch is not None, "no batch is being replayed"
+        row = market.row
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        ident = envelope.id
+        order = self.order_of(
+            data, ident, envelope.correlationid or ident, batch.ts.item(row), batch.bar.item(row)
+        )
+        self.submit(order)
+
+    def submit(self, order: Order) -> None:
+        """Take one parsed order (`order_of`) at the cursor's bar: accept, and fill now (close
+        rule) or queue; a rejected one is only recorded. The bus handler and the batch path's
+        direct submissions both come here, so both run one lifecycle."""
         self.orders.append(order)
         if order.status == "rejected":
             self._finish(order, "rejected", order.status_reason)
             return
-        self._emit(
-            "accepted",
-            order,
-            {"type": order.type, "qty": order.qty, "sizing": order.sizing, "reason": order.reason},
-        )
-        queue = self.pending.setdefault(order.code, deque())
+        wanted = self._wanted("accepted")
+        if wanted is not None:
+            self._emit(
+                wanted,
+                order,
+                {
+                    "type": order.type,
+                    "qty": order.qty,
+                    "sizing": order.sizing,
+                    "reason": order.reason,
+                },
+            )
+        code = order.code
+        queue = self.pending.get(code)
+        if queue is None:
+            queue = self.pending[code] = deque()
         if order.exclusive:
             for other in list(queue):
                 self._finish(other, "cancelled", "exclusive")
             queue.clear()
-            if self.account.qty.get(order.code, 0.0):
+            held = self.account.qty.get(code, 0.0)
+            if held:
                 close = Order(
                     order_id=f"{order.order_id}-close",
                     symbol=order.symbol,
-                    side="sell" if self.account.qty[order.code] > 0 else "buy",
+                    side="sell" if held > 0 else "buy",
                     type="market",
                     qty=None,
                     limit_price=None,
@@ -221,56 +293,49 @@ class SimulatedVenue:
                     reason="exclusive",
                     submitted_at_us=order.submitted_at_us,
                     submitted_bar=order.submitted_bar,
-                    code=order.code,
+                    code=code,
                     parent_id=order.order_id,
                     correlationid=order.correlationid,
                 )
                 self.orders.append(close)
-                self._emit(
-                    "accepted",
-                    close,
-                    {"type": "market", "qty": None, "sizing": "close", "reason": "exclusive"},
-                )
+                wanted = self._wanted("accepted")
+                if wanted is not None:
+                    self._emit(
+                        wanted,
+                        close,
+                        {"type": "market", "qty": None, "sizing": "close", "reason": "exclusive"},
+                    )
                 queue.append(close)
         queue.append(order)
         if self.config.fill == "close":
-            self._fill_at_close(order.code)
+            self._fill_at_close(code)
         if not queue:
-            del self.pending[order.code]
+            del self.pending[code]
 
-    def _parse(self, envelope: Envelope, now_us: int, bar: int) -> Order:
-        data = envelope.data if isinstance(envelope.data, dict) else {}
-        qty, limit = data.get("qty"), data.get("limit_price")
-        order = Order(
-            order_id=str(data.get("order_id") or envelope.id),
-            symbol=str(data.get("symbol", "")),
-            side=str(data.get("side", "")),
-            type=str(data.get("type", "market")),
-            qty=float(qty) if isinstance(qty, int | float) and not isinstance(qty, bool) else None,
-            limit_price=float(limit) if isinstance(limit, int | float) else None,
-            sizing=str(data.get("sizing", "units")),
-            exclusive=bool(data.get("exclusive", False)),
-            reason=str(data.get("reason", "")),
-            submitted_at_us=now_us,
-            submitted_bar=bar,
-            correlationid=envelope.correlationid or envelope.id,
+    def order_of(
+        self, data: dict[str, Any], fallback_id: str, correlationid: str, now_us: int, bar: int
+    ) -> Order:
+        """The order an ``order.submitted`` payload describes, submitted at `now_us` on equity
+        row `bar`; status ``rejected`` (with the reason) when a field is unusable.
+        `fallback_id` is the order id when the payload names none (the event id)."""
+        get = data.get
+        qty, limit = get("qty"), get("limit_price")
+        order = Order(  # positional: a third cheaper than keywords, on every order
+            str(get("order_id") or fallback_id),  # order_id
+            str(get("symbol", "")),  # symbol
+            str(get("side", "")),  # side
+            str(get("type", "market")),  # type
+            float(qty) if isinstance(qty, int | float) and not isinstance(qty, bool) else None,
+            float(limit) if isinstance(limit, int | float) else None,  # limit_price
+            str(get("sizing", "units")),  # sizing
+            bool(get("exclusive", False)),  # exclusive
+            str(get("reason", "")),  # reason
+            now_us,  # submitted_at_us
+            bar,  # submitted_bar
+            correlationid=correlationid,
         )
         code = self.symbols.find(order.symbol)
-        problem = ""
-        if code is None:
-            problem = f"unknown symbol {order.symbol!r}"
-        elif order.side not in ("buy", "sell"):
-            problem = f"side must be buy or sell ({order.side!r})"
-        elif order.type not in ("market", "limit"):
-            problem = f"type must be market or limit ({order.type!r})"
-        elif order.type == "limit" and not (order.limit_price and order.limit_price > 0):
-            problem = "a limit order needs limit_price > 0"
-        elif order.sizing not in ("units", "all_in"):
-            problem = f"sizing must be units or all_in ({order.sizing!r})"
-        elif order.sizing == "units" and not (order.qty and order.qty > 0):
-            problem = "sizing=units needs qty > 0"
-        elif order.sizing == "all_in" and order.qty is not None:
-            problem = "sizing=all_in takes qty=null"
+        problem = order_problem(order, code)
         if problem:
             order.status, order.status_reason = "rejected", problem
         else:
@@ -282,23 +347,23 @@ class SimulatedVenue:
 
     def on_bar(self, row: int) -> None:
         """The engine calls this before publishing bar `row` whose symbol has pending orders."""
-        market = self.market
-        batch = market.batch
+        batch = self.market.batch
         assert batch is not None
-        code = int(batch.sym[row])
+        code = batch.sym.item(row)  # `.item`: a Python int without a numpy scalar
         queue = self.pending.get(code)
         if not queue:
             return
-        start, close_ts = int(batch.start[row]), int(batch.ts[row])
-        open_, high, low = float(batch.open[row]), float(batch.high[row]), float(batch.low[row])
-        for order in list(queue):
+        start, close_ts = batch.start.item(row), batch.ts.item(row)
+        open_ = float(batch.open.item(row))  # float even for a batch built of ints
+        high, low = float(batch.high.item(row)), float(batch.low.item(row))
+        for order in list(queue) if len(queue) > 1 else (queue[0],):
             if order.status != "accepted" or close_ts <= order.submitted_at_us:
                 continue  # the first bar that closes after the decision is the next bar
             at_us = max(start, order.submitted_at_us)
             if order.type == "market":
                 price = open_
                 if self.config.fill == "close":  # queued for lack of a price: this bar's close
-                    price, at_us = float(batch.close[row]), int(batch.ts[row])
+                    price, at_us = float(batch.close.item(row)), close_ts
             else:
                 assert order.limit_price is not None
                 limit = order.limit_price
@@ -325,10 +390,10 @@ class SimulatedVenue:
         best: int | None = None
         for code, queue in self.pending.items():
             rows, closes = batch.rows_of(code)
-            begin = int(np.searchsorted(rows, first, side="left"))
-            end = int(np.searchsorted(rows, last, side="right"))
+            begin = int(rows.searchsorted(first, side="left"))
+            end = int(rows.searchsorted(last, side="right"))
             for order in queue:
-                at = max(begin, int(np.searchsorted(closes, order.submitted_at_us, side="right")))
+                at = max(begin, int(closes.searchsorted(order.submitted_at_us, side="right")))
                 if at >= end:
                     continue
                 if order.type == "limit":
@@ -345,6 +410,78 @@ class SimulatedVenue:
                 if best is None or row < best:
                     best = row
         return best
+
+    def unaffordable(self, batch: BarBatch, rows: I64, codes: I64, sides: I64, until: I64) -> int:
+        """How many of the next all-in market orders the venue would reject one after the other
+        for insufficient margin, with nothing else happening (the batch path resolves them
+        at once): the k-th is submitted on row ``rows[k]`` for symbol ``codes[k]`` (side
+        ``sides[k]``, +1/-1) and the next submission comes on row ``until[k]``.
+
+        That holds while the account is flat and nothing is pending (so margin and cash do not
+        move), fills are at the next open, and each order's next bar comes before the next
+        submission and prices more than the margin pays for one unit: `_execute` would size
+        it to 0 units. 0 when the first one is not such an order."""
+        cfg = self.config
+        if cfg.fill != "next-open" or self.pending or any(self.account.qty.values()):
+            return 0
+        # `_available` when flat, then `_execute`'s all-in sizing: for budget >= 0 and a price
+        # per unit > 0, ``floor(budget // per_unit) <= 0`` exactly when budget < per_unit.
+        budget = max(0.0, self.account.cash - 0.0) * cfg.leverage * FULL_EQUITY
+        # The first order in Python (cheap when, as usual, it is affordable), then windows.
+        row, code = int(rows[0]), int(codes[0])
+        symbol_rows, closes = batch.rows_of(code)
+        at = max(
+            int(symbol_rows.searchsorted(row + 1, side="left")),
+            int(closes.searchsorted(batch.ts.item(row), side="right")),
+        )
+        if at >= len(symbol_rows) or symbol_rows.item(at) > until.item(0):
+            return 0
+        raw = float(batch.open.item(symbol_rows.item(at)))
+        slipped = raw * (1 + int(sides[0]) * cfg.slippage_rate)
+        per_unit = slipped + cfg.commission_fixed + raw * cfg.commission_rate
+        if not (per_unit > 0 and budget < per_unit):
+            return 0
+        done, size = 1, 32
+        while done < len(rows):
+            stop = min(len(rows), done + size)
+            window = slice(done, stop)
+            good = self._unaffordable(
+                batch, budget, rows[window], codes[window], sides[window], until[window]
+            )
+            if not good.all():
+                return done + int(np.argmin(good))
+            done, size = stop, size * 2
+        return done
+
+    def _unaffordable(
+        self, batch: BarBatch, budget: float, rows: I64, codes: I64, sides: I64, until: I64
+    ) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Per order (see `unaffordable`): its fill row exists, comes no later than
+        ``until``, and its price per unit is positive and above `budget`."""
+        cfg = self.config
+        fills = np.full(len(rows), -1, dtype=np.int64)
+        for code in np.unique(codes).tolist():
+            pick = codes == code
+            symbol_rows, closes = batch.rows_of(code)
+            if not len(symbol_rows):
+                continue
+            decided = rows[pick]
+            at = np.maximum(
+                symbol_rows.searchsorted(decided + 1, side="left"),
+                closes.searchsorted(batch.ts[decided], side="right"),
+            )
+            inside = at < len(symbol_rows)
+            fills[pick] = np.where(inside, symbol_rows[np.minimum(at, len(symbol_rows) - 1)], -1)
+        found = fills >= 0
+        raw = batch.open[np.where(found, fills, 0)]
+        # `_execute`'s arithmetic, operation for operation
+        per_unit = (
+            raw * (1 + sides * cfg.slippage_rate) + cfg.commission_fixed + raw * cfg.commission_rate
+        )
+        ok: np.ndarray[Any, np.dtype[np.bool_]] = (
+            found & (fills <= until) & (per_unit > 0) & (budget < per_unit)
+        )
+        return ok
 
     def close_all(self) -> None:
         """`finalize_trades`: close every open position at its last close."""
@@ -369,12 +506,14 @@ class SimulatedVenue:
                 code=code,
             )
             self.orders.append(order)
-            self._emit(
-                "accepted",
-                order,
-                {"type": "market", "qty": None, "sizing": "close", "reason": "finalize"},
-                last[1],
-            )
+            wanted = self._wanted("accepted")
+            if wanted is not None:
+                self._emit(
+                    wanted,
+                    order,
+                    {"type": "market", "qty": None, "sizing": "close", "reason": "finalize"},
+                    last[1],
+                )
             self._execute(order, last[0], last[1])
 
     def _fill_at_close(self, code: int) -> None:
@@ -393,7 +532,7 @@ class SimulatedVenue:
         account = self.account
         code = order.code
         held = account.qty.get(code, 0.0)
-        sign = order.sign
+        sign = 1 if order.side == "buy" else -1  # `order.sign`
         if order.sizing == "close":
             if not held:
                 self._finish(order, "cancelled", "flat", at_us)
@@ -443,31 +582,50 @@ class SimulatedVenue:
         order.filled_bar = self.market.bar
         remaining = abs(target) - filled
         order.status = "filled"
-        self._emit(
-            "filled",
-            order,
-            {
-                "fill_id": f"{order.order_id}-f{self._fills}",
-                "qty_filled": filled,
-                "price": price,
-                "fee": fee,
-                "liquidity": "taker",
-                "remaining_qty": remaining,
-                "filled_at": format_time(MarketView.to_datetime(at_us)),
-                "realized_pnl": realized,
-                "venue": cfg.venue,
-                "position_qty": account.qty.get(code, 0.0),
-            },
-            at_us,
-        )
+        fill_id = f"{order.order_id}-f{self._fills}"
+        if not self.publish:
+            sink = self.on_fill
+            assert sink is not None, "an unpublished venue needs on_fill"
+            symbol, order_id = order.symbol, order.order_id
+            sink(symbol, sign * filled, price, fee, order_id, fill_id, at_us, order.correlationid)
+        else:
+            wanted = self._wanted("filled")
+            if wanted is not None:
+                self._emit(
+                    wanted,
+                    order,
+                    {
+                        "fill_id": fill_id,
+                        "qty_filled": filled,
+                        "price": price,
+                        "fee": fee,
+                        "liquidity": "taker",
+                        "remaining_qty": remaining,
+                        "filled_at": format_time(MarketView.to_datetime(at_us)),
+                        "realized_pnl": realized,
+                        "venue": cfg.venue,
+                        "position_qty": account.qty.get(code, 0.0),
+                    },
+                    at_us,
+                )
         if remaining:
             self._finish(order, "cancelled", "insufficient margin", at_us)
 
     def _available(self, code: int, mark: float) -> float:
-        """backtesting.py's `margin_available`: equity less the margin of open positions."""
-        override = (code, mark)
-        equity = self.account.equity(self.market, override)
-        used = self.account.margin_used(self.market, self.config.margin_ratio, override)
+        """backtesting.py's `margin_available`: equity less the margin of open positions
+        (`Account.equity` and `Account.margin_used` in one pass, the same sums)."""
+        account = self.account
+        equity = account.cash
+        used = 0.0
+        ratio = self.config.margin_ratio
+        market = self.market
+        for held, units in account.qty.items():
+            if units:
+                price = mark if held == code else market.close(held)
+                if price is None:
+                    price = account.avg[held]
+                equity += units * price
+                used += abs(units) * price * ratio
         return max(0.0, equity - used)
 
     def drain_finished(self) -> list[Order]:

@@ -34,7 +34,7 @@ from virtufin.bus.port import (
 )
 from virtufin.bus.validation import LaneValidator
 from virtufin.envelope import Envelope
-from virtufin.lanes import matches, validate_pattern
+from virtufin.lanes import matches, overlaps, validate_pattern
 
 __all__ = ["MemoryBus", "SyncHandler"]
 
@@ -192,6 +192,19 @@ class MemoryBus(EventBus):
                 return _Route(group, first, member.handler, member)  # type: ignore[arg-type]
         return _Route(group, first, None, None)
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Whether an event published on `topic` now would reach anybody (a dictionary look-up
+        once the topic is routed): a publisher may skip building an event nobody receives."""
+        routes = self._route_cache.get(topic)
+        if routes is None:
+            routes = self._routes(topic)
+        return bool(routes)
+
+    def subscribed(self, pattern: str) -> bool:
+        """Whether any current subscription could receive an event published on a topic
+        `pattern` matches (a publisher may skip building events nobody can see)."""
+        return any(g.members and overlaps(g.pattern, pattern) for g in self._groups)
+
     def _add(
         self, pattern: str, group: str | None, member: _Member, *, ordered: bool = False
     ) -> _Group:
@@ -241,10 +254,7 @@ class MemoryBus(EventBus):
         await self.validator.check(topic, envelope)
         if self._is_duplicate(envelope):
             return
-        if self._dispatching:
-            self._pending.append((topic, envelope))
-        else:
-            self._dispatch(topic, envelope)
+        self.publish_trusted(topic, envelope)
 
     async def subscribe(
         self,
@@ -354,22 +364,19 @@ class MemoryBus(EventBus):
             self.validator.check_sync(topic, envelope)
         if self._is_duplicate(envelope):
             return
-        if self._dispatching:
-            self._pending.append((topic, envelope))
-        else:
-            self._dispatch(topic, envelope)
+        self.publish_trusted(topic, envelope)
 
     def publish_trusted(self, topic: str, envelope: Envelope) -> None:
         """`publish_sync` for a publisher that has validated the topic's lanes and whose ids
         are unique by construction (the backtest replay: ``<runid>-bar-<n>``): the lane and
-        de-duplication checks would find nothing, so they are not repeated per event."""
+        de-duplication checks would find nothing, so they are not repeated per event.
+
+        Delivers the event (or queues it behind the one being delivered), then whatever its
+        handlers published, breadth-first. The dispatch is inlined here, not a second call:
+        this is the once-per-bar path of a backtest."""
         if self._dispatching:
             self._pending.append((topic, envelope))
-        else:
-            self._dispatch(topic, envelope)
-
-    def _dispatch(self, topic: str, envelope: Envelope) -> None:
-        """Deliver one event, then whatever its handlers published, breadth-first."""
+            return
         self._dispatching = True
         try:
             routes = self._route_cache.get(topic)
@@ -401,7 +408,14 @@ class MemoryBus(EventBus):
         while pending:
             topic, envelope = pending.popleft()
             for route in self._routes(topic):
-                self._deliver(route, topic, envelope)
+                direct = route.direct  # one sync member: called inline, as `publish_trusted`
+                if direct is not None:
+                    try:
+                        direct(envelope, route.first)
+                    except Exception as exc:
+                        self._redeliver_sync(route, route.member, topic, envelope, exc)  # type: ignore[arg-type]
+                else:
+                    self._deliver(route, topic, envelope)
 
     def _deliver(self, route: _Route, topic: str, envelope: Envelope) -> None:
         member = route.group.pick()

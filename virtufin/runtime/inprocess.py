@@ -200,7 +200,13 @@ class InProcessEngine(Engine):
                 raise self._failure(event, started, str(exc)) from None
         else:
             outputs = []
-        self.metrics.observe(perf_counter_ns() - started, len(outputs))
+        # `self.metrics.observe(elapsed, len(outputs))`, inlined: this runs once per event.
+        elapsed = perf_counter_ns() - started
+        metrics = self.metrics
+        metrics.events_in += 1
+        metrics.events_out += len(outputs)
+        metrics.total_ns += elapsed
+        metrics.buckets[(elapsed // 1000).bit_length()] += 1
         return outputs
 
     def process(self, event: Envelope) -> list[Envelope]:

@@ -55,7 +55,8 @@ class WorkerMetrics:
         self.buckets = [0] * _SLOTS
 
     def observe(self, elapsed_ns: int, outputs: int) -> None:
-        """Count one processed event that took `elapsed_ns` and produced `outputs` events."""
+        """Count one processed event that took `elapsed_ns` and produced `outputs` events.
+        (`InProcessEngine.process_routed` inlines this body: keep the two in step.)"""
         self.events_in += 1
         self.events_out += outputs
         self.total_ns += elapsed_ns

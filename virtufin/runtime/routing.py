@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, NamedTuple
 
 from virtufin import topics
-from virtufin.envelope import SPECVERSION, ClockType, Envelope, EnvelopeDraft, seal, uuid5_text
+from virtufin.envelope import SPECVERSION, ClockType, Envelope, EnvelopeDraft, uuid5_text
 from virtufin.errors import TopicError
 from virtufin.runtime.constants import WORKER_SOURCE_PREFIX
 from workers.kit.clock import Clock, HistoricalClock, WallClock
@@ -166,12 +166,18 @@ class Stamper:
         clocktype: ClockType = clock.clocktype
         walltime = datetime.now(UTC) if clocktype == "historical" else now
         base = f"{event.source}|{event.id}|"
+        scenarioid = event.scenarioid or self.binding.scenario_id
+        routed = self._topics
         out: list[Routed] = []
         for index, (kind, data, subject, explicit) in enumerate(emissions):
-            if kind == _ORDER_SUBMITTED and isinstance(data, Mapping) and not data.get("order_id"):
+            if (
+                kind == _ORDER_SUBMITTED
+                and (type(data) is dict or isinstance(data, Mapping))  # (a dict: no ABC check)
+                and not data.get("order_id")
+            ):
                 data, subject = self._with_order_id(event, emissions, index, data, subject)
             # The constructor's fields, assembled without its per-field frozen setattr.
-            draft = object.__new__(EnvelopeDraft)
+            draft = EnvelopeDraft()
             draft.id = uuid5_text(_NAMESPACE_BYTES, base + str(index))
             draft.source = self.source
             draft.type = kind
@@ -181,7 +187,7 @@ class Stamper:
             draft.datacontenttype = "application/json"
             draft.dataschema = None
             draft.correlationid = event.correlationid or event.id
-            draft.scenarioid = event.scenarioid or self.binding.scenario_id
+            draft.scenarioid = scenarioid
             draft.runid = event.runid or self.binding.run_id
             draft.clocktype = clocktype
             draft.eventtime = now
@@ -193,6 +199,14 @@ class Stamper:
             draft.traceparent = event.traceparent
             draft.extensions = {}
             draft.specversion = SPECVERSION
-            envelope = seal(draft)
-            out.append(Routed(self.route(kind, data, explicit, event), envelope))
+            draft.__class__ = Envelope  # type: ignore[assignment]  # `seal`, inlined
+            # A trading event's topic once routed (`_scenario_topic`'s cache), else `route`.
+            topic = (
+                routed.get((kind, scenarioid, None))
+                if scenarioid is not None and kind.startswith(_TRADING)
+                else None
+            )
+            if topic is None:
+                topic = self.route(kind, data, explicit, event)
+            out.append(Routed(topic, draft))  # type: ignore[arg-type]
         return out

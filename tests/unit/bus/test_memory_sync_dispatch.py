@@ -131,3 +131,40 @@ def test_a_trusted_publish_skips_checks_but_keeps_breadth_first_order() -> None:
     assert seen == ["bar1", "published", "bar0"]
     with pytest.raises(PublishRejectedError):
         bus.publish_sync("act.EQ.exchange.sim.ohlcv.candle.1d.AAA", _event(2))
+
+
+def test_the_bus_tells_whether_anybody_could_receive_a_topic() -> None:
+    bus = MemoryBus()
+    assert not bus.has_subscribers(BAR)
+    assert not bus.subscribed("hyp.>")
+    sub = bus.subscribe_sync("hyp.EQ.>", lambda e, d: None)
+    assert bus.has_subscribers(BAR)
+    assert not bus.has_subscribers("sc.S1.trading.order.filled")
+    assert bus.subscribed("hyp.*.exchange.>")
+    assert not bus.subscribed("sc.S1.>")
+    sub.unsubscribe_sync()
+    assert not bus.has_subscribers(BAR)
+    assert not bus.subscribed("hyp.>")
+
+
+def test_a_failing_handler_of_a_queued_event_is_retried_then_dead_lettered() -> None:
+    """Events published from inside a handler are delivered by the drain loop, which calls a
+    lone sync subscriber directly: its failures are redelivered as on the first event."""
+    bus = MemoryBus()
+    attempts: list[int] = []
+    dead: list[Envelope] = []
+
+    def on_bar(event: Envelope, _: Delivery) -> None:
+        bus.publish_sync(topics.order_event("LIVE", "submitted"), _event(7))
+
+    def on_order(event: Envelope, delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise RuntimeError("no")
+
+    bus.subscribe_sync(BAR, on_bar)
+    bus.subscribe_sync("sc.*.trading.order.>", on_order, max_deliveries=3)
+    bus.subscribe_sync(topics.DEAD_LETTER, lambda e, d: dead.append(e))
+    bus.publish_sync(BAR, _event(1))
+    assert attempts == [1, 2, 3]
+    assert bus.dead_letters == 1
+    assert len(dead) == 1

@@ -80,6 +80,21 @@ def test_a_raising_worker_fails_only_that_event(manifest):
         assert engine.health().status is EngineStatus.READY
 
 
+def test_the_fast_path_counts_events_as_worker_metrics_observe_does(manifest):
+    with create_engine(manifest) as engine:
+        for _ in range(3):
+            engine.process(ev("fine"))
+        with pytest.raises(WorkerEventError):
+            engine.process(ev("raise"))
+        seen = engine.metrics
+        assert (seen.events_in, seen.events_out, seen.errors) == (4, 3, 1)
+        assert sum(seen.buckets) == 4
+        assert seen.total_ns > 0
+        snapshot = seen.snapshot()
+        assert sum(snapshot.histogram.values()) == 4
+        assert snapshot.mean_us > 0
+
+
 def test_returning_something_or_emitting_wrongly_is_an_event_error(manifest):
     with create_engine(manifest) as engine:
         with pytest.raises(WorkerEventError, match="on_event returned str"):
