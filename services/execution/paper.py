@@ -225,19 +225,82 @@ def market_tick(topic: str, envelope: Envelope) -> MarketTick | None:
     return None
 
 
+def _one_row(tick: MarketTick, code: int, span: int, bar: int) -> BarBatch:
+    """The one-row batch the venue reads for `tick`."""
+    return BarBatch(
+        record=_EMPTY_RECORD,
+        ts=np.array([tick.ts_us], dtype=np.int64),
+        start=np.array([tick.ts_us - span], dtype=np.int64),
+        open=np.array([tick.open]),
+        high=np.array([tick.high]),
+        low=np.array([tick.low]),
+        close=np.array([tick.close]),
+        volume=np.array([tick.volume]),
+        sym=np.array([code], dtype=np.int64),
+        bar=np.array([bar], dtype=np.int64),
+    )
+
+
+#: The slot `_LiveView.batch` stands in front of.
+_BATCH_SLOT: Final = MarketView.__dict__["batch"]
+
+
+class _LiveView(MarketView):
+    """A `MarketView` whose current bar is built when something first reads it.
+
+    Live, most ticks are read by no one (no order waits on their symbol), and building a
+    tick's one-row batch costs more than everything else a tick does. `defer` records the
+    tick (its close goes straight into the carried closes, as `end` would put it); any read
+    of `batch` (the venue's and the portfolio's every read goes through it) builds it first,
+    so readers see exactly what an eagerly built cursor would show.
+    """
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: tuple[MarketTick, int, int, int] | None = None
+        super().__init__()
+
+    @property
+    def batch(self) -> BarBatch | None:
+        due = self._due
+        if due is not None:
+            self._due = None
+            _BATCH_SLOT.__set__(self, _one_row(*due))
+            self.row = 0
+        batch: BarBatch | None = _BATCH_SLOT.__get__(self, MarketView)
+        return batch
+
+    @batch.setter
+    def batch(self, value: BarBatch | None) -> None:
+        self._due = None  # an explicit batch (a rewind) supersedes a deferred tick
+        _BATCH_SLOT.__set__(self, value)
+
+    def defer(self, tick: MarketTick, code: int, span: int, bar: int) -> None:
+        """Make `tick` (symbol `code`, equity row `bar`) current without building it yet."""
+        self._due = (tick, code, span, bar)
+        self.row = 0
+        self._carry[code] = (tick.close, tick.ts_us)
+
+    def end(self) -> None:
+        if self._due is None:  # built: carry its close as usual (a deferred one is carried)
+            super().end()
+
+
 class LiveMarket:
     """The replay cursor of the backtest (`MarketView`), moved by live ticks.
 
     Every tick becomes a one-row `BarBatch` (the venue reads only its numpy columns), so the
-    venue's fill logic runs unchanged. A symbol keeps the interval of its first tick (one
-    symbol code per symbol); a tick not newer than the symbol's last one is stale (a duplicate
-    or out of order) and ignored. The last `history_size` ticks per symbol are kept, so that an
-    order decided on a past bar (a historical-clock replay read by a lagging strategy) can be
-    executed against the bars that followed its decision (`rewind`).
+    venue's fill logic runs unchanged; it is built only when read (`_LiveView`): a tick no
+    order needs costs a few dictionary writes. A symbol keeps the interval of its first tick
+    (one symbol code per symbol); a tick not newer than the symbol's last one is stale (a
+    duplicate or out of order) and ignored. The last `history_size` ticks per symbol are
+    kept, so that an order decided on a past bar (a historical-clock replay read by a lagging
+    strategy) can be executed against the bars that followed its decision (`rewind`).
     """
 
     def __init__(self, venue: str, *, history_size: int = 10_000) -> None:
-        self.view = MarketView()
+        self.view = _LiveView()
         # The table's bar topics are the backtest's; live they are never published.
         self.symbols = SymbolTable(venue=venue, selector="ACT")
         self.intervals: dict[str, str] = {}
@@ -245,6 +308,9 @@ class LiveMarket:
         self.last_close: dict[str, float] = {}
         self.history: dict[str, deque[MarketTick]] = {}
         self.current: MarketTick | None = None
+        self.current_code: int | None = None
+        """Symbol code of the bar the cursor is on (`current`, or a rewound one)."""
+        self._spans: dict[str, tuple[int, int]] = {}  # symbol → (code, interval in µs)
         self._history_size = history_size
         self._bars = 0
 
@@ -252,37 +318,37 @@ class LiveMarket:
         interval = self.intervals.setdefault(symbol, interval)
         return self.symbols.code(symbol, interval)
 
+    def _span(self, tick: MarketTick) -> tuple[int, int]:
+        found = self._spans.get(tick.symbol)
+        if found is None:
+            code = self.code(tick.symbol, tick.interval)
+            found = self._spans[tick.symbol] = (code, parse_interval(self.intervals[tick.symbol]))
+        return found
+
     def begin(self, tick: MarketTick) -> bool:
         """Make `tick` the current bar; False (and no change) when it is stale."""
-        if tick.ts_us <= self.last_ts.get(tick.symbol, -(2**63)):
+        symbol = tick.symbol
+        if tick.ts_us <= self.last_ts.get(symbol, -(2**63)):
             return False
-        self.show(tick)
-        self.last_ts[tick.symbol] = tick.ts_us
-        self.last_close[tick.symbol] = tick.close
-        history = self.history.get(tick.symbol)
+        code, span = self._span(tick)
+        self.view.defer(tick, code, span, self._bars)
+        self._bars += 1
+        self.current_code = code
+        self.last_ts[symbol] = tick.ts_us
+        self.last_close[symbol] = tick.close
+        history = self.history.get(symbol)
         if history is None:
-            history = self.history[tick.symbol] = deque(maxlen=self._history_size)
+            history = self.history[symbol] = deque(maxlen=self._history_size)
         history.append(tick)
         self.current = tick
         return True
 
     def show(self, tick: MarketTick) -> None:
         """Put the cursor on `tick` (no bookkeeping: `begin` for new ticks, this for rewinds)."""
-        code = self.code(tick.symbol, tick.interval)
-        span = parse_interval(self.intervals[tick.symbol])
-        batch = BarBatch(
-            record=_EMPTY_RECORD,
-            ts=np.array([tick.ts_us], dtype=np.int64),
-            start=np.array([tick.ts_us - span], dtype=np.int64),
-            open=np.array([tick.open]),
-            high=np.array([tick.high]),
-            low=np.array([tick.low]),
-            close=np.array([tick.close]),
-            volume=np.array([tick.volume]),
-            sym=np.array([code], dtype=np.int64),
-            bar=np.array([self._bars], dtype=np.int64),
-        )
+        code, span = self._span(tick)
+        batch = _one_row(tick, code, span, self._bars)
         self._bars += 1
+        self.current_code = code
         self.view.begin(batch)
         self.view.row = 0
 
@@ -326,7 +392,7 @@ class LiveMarket:
 
     @property
     def started(self) -> bool:
-        return self.view.batch is not None
+        return self._bars > 0
 
 
 # --------------------------------------------------------------------------- emitting
@@ -524,6 +590,8 @@ class PaperBook:
         self, symbol: str | None, *, expired_after: float | None = None
     ) -> list[Envelope]:
         """Held orders whose bar has arrived (or that waited longer than `expired_after`)."""
+        if not self.held:
+            return []
         now = time.monotonic()
         ready: list[_Held] = []
         keep: list[_Held] = []
@@ -589,15 +657,16 @@ class PaperBook:
 
     def on_tick(self, tick_key: str) -> Published:
         """The market cursor moved to a new bar: fill what the venue has pending there."""
+        if self.market.current_code not in self.venue.pending:
+            return []  # nothing waits on this symbol (the bar is not even built)
         self.emitter.scope(tick_key)
-        if self.venue.pending:
-            self.venue.on_bar(self.market.view.row)
+        self.venue.on_bar(self.market.view.row)
         return self._take()
 
     def unrealized(self, tick_key: str) -> Published:
         """``pnl.unrealized.update`` (at most every `pnl_interval_seconds`)."""
         now = time.monotonic()
-        if not self.portfolio.open_lots() or now - self.pnl_at < self.settings.pnl_interval_seconds:
+        if now - self.pnl_at < self.settings.pnl_interval_seconds or not self.portfolio.open_lots():
             return []
         self.pnl_at = now
         self.emitter.scope(f"{tick_key}|pnl")

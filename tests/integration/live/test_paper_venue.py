@@ -339,3 +339,47 @@ async def test_a_late_replay_order_fills_on_the_bar_after_its_decision(tmp_path:
     assert position.value["size"] == 2.0
     await execution.close()
     await store.close()
+
+
+OTHER = "ETHUSDT"
+
+
+async def _other_tick(bus: MemoryBus, execution: PaperExecution, close: float, day: int) -> None:
+    """A bar of another symbol (nothing waits on it: the venue only notes its price)."""
+    seen = execution.stats.ticks
+    bar = _bar(close, day).with_changes(data={**_bar(close, day).data, "symbol": OTHER})
+    await bus.publish(topics.bar("replay", OTHER, interval="1d"), bar)
+    await eventually(lambda: execution.stats.ticks > seen, f"{OTHER} bar {day}")
+
+
+@pytest.mark.parametrize("fill", ["next-open", "close"])
+async def test_fills_among_other_symbols_bars(tmp_path: Path, fill: str) -> None:
+    """Bars of a symbol nothing waits on take the venue's cheap path (their one-row bar is
+    never built); orders still fill on their own symbol's bars: the next one's open
+    (``next-open``) or its last close (``close``), whatever other bars came between."""
+    bus = MemoryBus()
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    execution, recorder = await _venue(bus, store, fill=fill)
+    await _tick(bus, execution, 100.0, 1)
+    await _other_tick(bus, execution, 5001.0, 1)
+    await bus.publish(ORDER_TOPIC, _order("among-1", qty=1.0))
+    if fill == "next-open":
+        await eventually(lambda: recorder.of("accepted"), "the accepted order")
+        await _other_tick(bus, execution, 5002.0, 2)
+        await asyncio.sleep(0.05)
+        assert recorder.of("filled") == []  # another symbol's bar fills nothing
+    await _tick(bus, execution, 110.0, 2)  # next-open: its own next bar's open (110)
+    await eventually(lambda: recorder.of("filled"), "the fill")
+    assert recorder.of("filled")[0].data["price"] == (110.0 if fill == "next-open" else 100.0)
+    await _other_tick(bus, execution, 5003.0, 3)
+    await bus.publish(ORDER_TOPIC, _order("among-2", "sell", qty=1.0))
+    if fill == "next-open":
+        await eventually(lambda: len(recorder.of("accepted")) == 2, "the second accepted")
+        await _tick(bus, execution, 120.0, 4)
+    await eventually(lambda: len(recorder.of("filled")) == 2, "the second fill")
+    assert recorder.of("filled")[1].data["price"] == (120.0 if fill == "next-open" else 110.0)
+    book = execution.books["LIVE"]
+    assert book.portfolio.units.get(SYMBOL, 0.0) == 0.0
+    assert book.market.price(OTHER) == 5003.0
+    await execution.close()
+    await store.close()
