@@ -40,6 +40,7 @@ from virtufin.bus.port import Delivery
 from virtufin.config import load_settings
 from virtufin.envelope import Envelope, decode, encode
 from virtufin.errors import BusError
+from virtufin.eventloop import run as run_loop
 
 __all__ = ["TARGETS", "run"]
 
@@ -395,7 +396,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Measure the buses beside their baselines; rows as `bench/__main__.py` expects."""
-    return asyncio.run(_run(quick))
+    return run_loop(_run(quick))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.publish:
         url, subject, rate, seconds = args.publish
-        asyncio.run(_paced(url, subject, int(rate), float(seconds), args.raw))
+        run_loop(_paced(url, subject, int(rate), float(seconds), args.raw))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"{'measurement':34} {'value':>10} {'unit':9} {'baseline':22} {'value':>10} ratio target")

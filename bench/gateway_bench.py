@@ -6,6 +6,11 @@
   interceptors), in the same run with the same client, 32 calls in flight; the two paths
   alternate in short rounds and each reports its median round.
 - Unary latency p50/p99: the same two paths, one call at a time.
+- The ceiling of any proxy here: the same direct call relayed by a pass-through grpc.aio
+  proxy (raw bytes forwarded on one channel, nothing decoded, no auth), measured in the same
+  rounds. A second hop costs the client, the proxy and the backend CPU on the same shared
+  cores, so this ratio bounds what a gateway written on grpc.aio can reach on this machine;
+  the gateway's own cost is its throughput beside the proxy's.
 - ``Gateway.Subscribe`` fan-out: one event published through ``Pubsub.PublishEvent`` reaching
   50 open streams (deliveries per second), against the same events reaching one stream.
 
@@ -34,6 +39,7 @@ from typing import Any, Final
 import grpc
 
 from bench.rows import bench_row
+from virtufin.eventloop import run as run_loop
 from virtufin.ports import free_port
 from virtufin.proto import ensure_built
 
@@ -50,6 +56,8 @@ TOPIC: Final = "bench.infra.fanout"
 #: Acceptable ratio per row (see the module docstring for the direction).
 TARGETS: Final[dict[str, str]] = {
     "gateway.invoke_json.throughput": "≥ 0.6",
+    "gateway.passthrough_proxy.throughput": "report (ceiling for any grpc.aio proxy)",
+    "gateway.invoke_json.throughput vs the pass-through proxy": "report",
     "gateway.invoke_json.latency p50": "≤ 3",
     "gateway.invoke_json.latency p99": "≤ 4",
     "gateway.subscribe.fanout 50 streams": "≥ 1",
@@ -86,6 +94,36 @@ async def _echo_server(port: int) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+class _PassThrough(grpc.GenericRpcHandler):
+    """Every unary method relayed to one backend as raw bytes: the least a proxy can do."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method: str = details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            call = self._channel.unary_unary(method)  # no serializers: bytes in, bytes out
+
+            async def relay(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                reply: bytes = await call(request)
+                return reply
+
+            handler = self._handlers[method] = grpc.unary_unary_rpc_method_handler(relay)
+        return handler
+
+
+async def _proxy_server(port: int, backend: str) -> None:
+    async with grpc.aio.insecure_channel(backend) as channel:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((_PassThrough(channel),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
 
 
 # --------------------------------------------------------------------------- processes
@@ -192,7 +230,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     seconds, rounds = (3.0, 6) if quick else (10.0, 10)
     samples = 300 if quick else 2000
     events = 200 if quick else 1000
-    echo_port, gateway_port = free_port(), free_port()
+    echo_port, gateway_port, proxy_port = free_port(), free_port(), free_port()
     folder = Path(tempfile.mkdtemp(prefix="virtufin-gateway-bench-"))
     services = folder / "services.json"
     services.write_text(
@@ -226,8 +264,14 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
         "VIRTUFIN_STATE_DIR": str(folder / "state"),
     }
     echo_log, gateway_log = folder / "echo.log", folder / "gateway.log"
+    proxy_log = folder / "proxy.log"
     processes = [
         _spawn(["bench.gateway_bench", "--echo-server", str(echo_port)], env, echo_log),
+        _spawn(
+            ["bench.gateway_bench", "--proxy-server", str(proxy_port), f"127.0.0.1:{echo_port}"],
+            env,
+            proxy_log,
+        ),
         _spawn(
             ["virtufin.cli.serve", "gateway", "--services", str(services), "--health-port", "-1"],
             env,
@@ -241,10 +285,16 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     )
     try:
         echo_address, gateway_address = f"127.0.0.1:{echo_port}", f"127.0.0.1:{gateway_port}"
+        proxy_address = f"127.0.0.1:{proxy_port}"
         await _wait_ready(
             echo_address,
             lambda ch: gateway_pb2_grpc.ConfigStub(ch).GetService(echo_request),
             echo_log,
+        )
+        await _wait_ready(
+            proxy_address,
+            lambda ch: gateway_pb2_grpc.ConfigStub(ch).GetService(echo_request),
+            proxy_log,
         )
         await _wait_ready(
             gateway_address,
@@ -256,27 +306,34 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
         async with (
             grpc.aio.insecure_channel(echo_address) as echo_channel,
             grpc.aio.insecure_channel(gateway_address) as gateway_channel,
+            grpc.aio.insecure_channel(proxy_address) as proxy_channel,
         ):
             echo = gateway_pb2_grpc.ConfigStub(echo_channel)
+            proxy = gateway_pb2_grpc.ConfigStub(proxy_channel)
             gateway = gateway_pb2_grpc.GatewayStub(gateway_channel)
 
             async def bare() -> None:
                 await echo.GetService(echo_request)
+
+            async def proxied() -> None:
+                await proxy.GetService(echo_request)
 
             async def routed() -> None:
                 reply = await gateway.InvokeJson(json_request, metadata=metadata)
                 if not reply.success:
                     raise RuntimeError(f"InvokeJson failed: {reply.status} {reply.message}")
 
-            for call in (bare, routed):  # warm up: connections, reflection cache
+            for call in (bare, proxied, routed):  # warm up: connections, reflection cache
                 for _ in range(200):
                     await call()
-            # Alternate short rounds, so that load from elsewhere hits both paths alike.
-            bare_runs, routed_runs = [], []
+            # Alternate short rounds, so that load from elsewhere hits every path alike.
+            bare_runs, proxied_runs, routed_runs = [], [], []
             for _ in range(rounds):
                 bare_runs.append(await _throughput(bare, seconds / rounds))
+                proxied_runs.append(await _throughput(proxied, seconds / rounds))
                 routed_runs.append(await _throughput(routed, seconds / rounds))
             bare_rps = statistics.median(bare_runs)
+            proxied_rps = statistics.median(proxied_runs)
             routed_rps = statistics.median(routed_runs)
             bare_p50, bare_p99 = await _latencies(bare, samples)
             routed_p50, routed_p99 = await _latencies(routed, samples)
@@ -296,6 +353,14 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     direct = "direct call to a bare grpc.aio server"
     return [
         _row("gateway.invoke_json.throughput", routed_rps, "calls/s", direct, bare_rps),
+        _row("gateway.passthrough_proxy.throughput", proxied_rps, "calls/s", direct, bare_rps),
+        _row(
+            "gateway.invoke_json.throughput vs the pass-through proxy",
+            routed_rps,
+            "calls/s",
+            "the same call through the pass-through proxy",
+            proxied_rps,
+        ),
         _row("gateway.invoke_json.latency p50", routed_p50, "ms", direct, bare_p50),
         _row("gateway.invoke_json.latency p99", routed_p99, "ms", direct, bare_p99),
         _row(
@@ -317,9 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--proxy-server", nargs=2, metavar=("PORT", "BACKEND"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.echo_server is not None:
         asyncio.run(_echo_server(args.echo_server))
+        return 0
+    if args.proxy_server is not None:  # on the gateway's event loop
+        run_loop(_proxy_server(int(args.proxy_server[0]), args.proxy_server[1]))
         return 0
     for row in run(quick=args.quick):
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
