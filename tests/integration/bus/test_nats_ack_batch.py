@@ -34,20 +34,28 @@ async def _ack_pending(bus: NatsBus, pattern: str, group: str) -> int:
     return int(info.num_ack_pending)
 
 
+def _lane() -> tuple[str, str]:
+    """A fresh (pattern, topic) pair on the trading lane, so runs never see each other."""
+    token = "t" + uuid.uuid4().hex[:12]
+    return f"sc.LIVE.trading.{token}.>", f"sc.LIVE.trading.{token}.submitted"
+
+
+async def _burst(bus: NatsBus, pattern: str, topic: str, handler: Recorder) -> None:
+    """Subscribe `handler` in group ``g``, publish five events, wait until all are handled."""
+    await bus.subscribe(pattern, handler, group="g")
+    for envelope in [event(n) for n in range(5)]:
+        await bus.publish(topic, envelope)
+    await eventually(lambda: len(handler.calls) == 5, "all handled")
+
+
 async def test_acks_go_out_together_soon_after_handling(
     nats_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(nats_bus, "_ACK_DELAY_SECONDS", 0.5)  # long enough to observe
-    token = "t" + uuid.uuid4().hex[:12]
-    pattern, topic = f"sc.LIVE.trading.{token}.>", f"sc.LIVE.trading.{token}.submitted"
+    pattern, topic = _lane()
     bus = await NatsBus.connect(url=nats_server, name=f"acks-{uuid.uuid4().hex[:8]}")
     try:
-        handler = Recorder()
-        await bus.subscribe(pattern, handler, group="g")
-        sent = [event(n) for n in range(5)]
-        for envelope in sent:
-            await bus.publish(topic, envelope)
-        await eventually(lambda: len(handler.calls) == len(sent), "all handled")
+        await _burst(bus, pattern, topic, Recorder())
         assert await _ack_pending(bus, pattern, "g") > 0  # waiting in the batch
         await eventually_async(lambda: _ack_pending(bus, pattern, "g"), 0)
     finally:
@@ -59,16 +67,10 @@ async def test_closing_writes_the_waiting_acks(
     nats_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(nats_bus, "_ACK_DELAY_SECONDS", 60.0)  # only closing sends them
-    token = "t" + uuid.uuid4().hex[:12]
-    pattern, topic = f"sc.LIVE.trading.{token}.>", f"sc.LIVE.trading.{token}.submitted"
+    pattern, topic = _lane()
     name = f"acks-{uuid.uuid4().hex[:8]}"
     first = await NatsBus.connect(url=nats_server, name=name, ack_wait_seconds=1.0)
-    handler = Recorder()
-    await first.subscribe(pattern, handler, group="g")
-    sent = [event(n) for n in range(5)]
-    for envelope in sent:
-        await first.publish(topic, envelope)
-    await eventually(lambda: len(handler.calls) == len(sent), "all handled")
+    await _burst(first, pattern, topic, Recorder())
     await first.close()
 
     second = await NatsBus.connect(url=nats_server, name=name, ack_wait_seconds=1.0)
@@ -97,11 +99,9 @@ async def test_publish_acknowledgements_skip_the_subscription_queue(nats_server:
     queued for a subscription task: a canary for nats-py internals changing under us."""
     bus = await NatsBus.connect(url=nats_server, name=f"acks-{uuid.uuid4().hex[:8]}")
     try:
-        token = "t" + uuid.uuid4().hex[:12]
-        await bus.publish(f"sc.LIVE.trading.{token}.submitted", event(0))
-        await bus.publish_many(
-            [(f"sc.LIVE.trading.{token}.submitted", event(n)) for n in range(1, 4)]
-        )
+        _, topic = _lane()
+        await bus.publish(topic, event(0))
+        await bus.publish_many([(topic, event(n)) for n in range(1, 4)])
         assert bus._ack_sub is not None
         assert bus._ack_sub._received == 0  # nothing went through the subscription
     finally:
