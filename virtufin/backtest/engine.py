@@ -262,7 +262,7 @@ class BacktestEngine:
         bars = BarEnvelopes(
             table=symbols, scenario_id=self.scenario_id, run_id=self.run_id, source=_SOURCE
         )
-        unrealized = emitter("portfolio")
+        unrealized = portfolio.emitter  # one id counter per source: ids stay unique
 
         replay_started = time.perf_counter()
         gc_was_enabled = gc.isenabled()

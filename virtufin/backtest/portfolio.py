@@ -129,7 +129,6 @@ class Portfolio:
         self.closed = 0
         self._keep = keep_trades
         self._on_trade = on_trade
-        self._tags: dict[str, str] = {}
         sid = emitter.scenario_id
         self._sid = sid
         self._position_topics: dict[tuple[str, str], str] = {}
@@ -138,13 +137,7 @@ class Portfolio:
         self.subscriptions = [
             bus.subscribe_sync(topics.order_event(sid, "filled"), self.on_filled),
             bus.subscribe_sync(topics.order_event(sid, "filled") + ".>", self.on_filled),
-            bus.subscribe_sync(topics.order_event(sid, "accepted") + ".>", self._remember_tag),
         ]
-
-    def _remember_tag(self, envelope: Envelope, delivery: Delivery) -> None:
-        data = envelope.data
-        if isinstance(data, dict) and "order_id" in data:
-            self._tags.setdefault(str(data["order_id"]), str(data.get("reason", "")))
 
     def on_filled(self, envelope: Envelope, delivery: Delivery) -> None:
         """Bus handler: book the fill, publish position, trade and PnL events."""
@@ -160,6 +153,7 @@ class Portfolio:
             data.get("fill_id"),
             (when - _EPOCH) // _US,
             envelope.correlationid,
+            str(data.get("reason") or ""),
         )
 
     def book_fill(
@@ -172,9 +166,11 @@ class Portfolio:
         fill_id: str | None,
         at_us: int,
         correlationid: str | None,
+        tag: str = "",
     ) -> None:
         """Book one fill of `qty` signed units (the fill event's payload, or the venue's direct
-        call when it does not publish: `venue.FillSink`), then publish what it changed."""
+        call when it does not publish: `venue.FillSink`), then publish what it changed. `tag`
+        (the order's reason) labels the lot a fill opens, and so the trade that closes it."""
         bar = self.market.bar
         before = self.units.get(symbol, 0.0)
         lots = self.lots.get(symbol)
@@ -233,7 +229,7 @@ class Portfolio:
                     bar,
                     at_us,
                     order_id,
-                    self._tags.pop(order_id, ""),
+                    tag,
                 )
             )
         after = before + qty

@@ -50,9 +50,10 @@ FULL_EQUITY: Final = 1 - sys.float_info.epsilon
 
 OrderStatus = Literal["accepted", "filled", "rejected", "cancelled"]
 
-FillSink = Callable[[str, float, float, float, str, str, int, "str | None"], None]
-"""``sink(symbol, signed_qty, price, fee, order_id, fill_id, at_us, correlationid)``: where an
-unpublished venue hands each fill (`Portfolio.book_fill`)."""
+FillSink = Callable[[str, float, float, float, str, str, int, "str | None", str], None]
+"""``sink(symbol, signed_qty, price, fee, order_id, fill_id, at_us, correlationid, tag)``: where
+an unpublished venue hands each fill (`Portfolio.book_fill`); `tag` is the order's reason, as
+the published fill carries it."""
 
 
 @dataclass(slots=True)
@@ -587,7 +588,17 @@ class SimulatedVenue:
             sink = self.on_fill
             assert sink is not None, "an unpublished venue needs on_fill"
             symbol, order_id = order.symbol, order.order_id
-            sink(symbol, sign * filled, price, fee, order_id, fill_id, at_us, order.correlationid)
+            sink(
+                symbol,
+                sign * filled,
+                price,
+                fee,
+                order_id,
+                fill_id,
+                at_us,
+                order.correlationid,
+                order.reason,
+            )
         else:
             wanted = self._wanted("filled")
             if wanted is not None:
@@ -605,6 +616,7 @@ class SimulatedVenue:
                         "realized_pnl": realized,
                         "venue": cfg.venue,
                         "position_qty": account.qty.get(code, 0.0),
+                        "reason": order.reason,
                     },
                     at_us,
                 )

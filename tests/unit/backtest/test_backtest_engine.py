@@ -26,7 +26,7 @@ REFERENCE = "virtufin.backtest.testkit:SmaCrossReference"
 
 
 def _trades(result: BacktestResult) -> list[tuple[Any, ...]]:
-    return [(t.symbol, t.entry_bar, t.exit_bar, t.size, t.entry_price, t.exit_price, t.pnl)
+    return [(t.symbol, t.entry_bar, t.exit_bar, t.size, t.entry_price, t.exit_price, t.pnl, t.tag)
             for t in result.trades]  # fmt: skip
 
 
@@ -88,6 +88,7 @@ def test_batch_path_makes_the_same_trades_as_the_event_path(batch_rows: int) -> 
             for mode in ("event", "batch")
         }
         assert len(runs["event"].trades) > 50
+        assert {t.tag for t in runs["event"].trades} == {"sma_cross"}  # the orders' reason
         assert _trades(runs["batch"]) == _trades(runs["event"])
         assert runs["batch"].stats.to_json() == runs["event"].stats.to_json()
 
@@ -229,3 +230,31 @@ def test_streamed_results_equal_kept_results(tmp_path: Path) -> None:
     assert tables[True][0].equals(tables[False][0])
     assert tables[True][1].num_rows == tables[False][1].num_rows == 187
     assert tables[True][1].column("status").equals(tables[False][1].column("status"))
+
+
+class _AllPublished(MemoryBus):
+    """Records the (source, id) of every event published, before de-duplication (checked
+    publishes end in `publish_trusted` too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[tuple[str, str, str]] = []
+
+    def publish_trusted(self, topic: str, envelope: Envelope) -> None:
+        self.keys.append((envelope.source, envelope.id, topic))
+        super().publish_trusted(topic, envelope)
+
+
+@pytest.mark.parametrize("mode", ["event", "batch"])
+def test_every_scenario_event_of_a_run_has_its_own_id(mode: str) -> None:
+    """The bus drops a second event with a (source, id) it has seen: two emitters of one
+    component counting ids apart would lose events (position and PnL events collided)."""
+    bus = _AllPublished()
+    received: list[str] = []
+    bus.subscribe_sync("sc.>", lambda ev, d: received.append(d.topic))
+    config = BacktestConfig(commission_rate=0.002, mode=mode, batch_rows=50, run_id="ids")
+    run_backtest(REFERENCE, GOOG, params={"fast": 10, "slow": 30}, config=config, bus=bus)
+    scenario = [(source, ident) for source, ident, topic in bus.keys if topic.startswith("sc.")]
+    assert len(scenario) == len(set(scenario)) == len(received)
+    assert sum(".pnl.unrealized." in topic for topic in received) > 10
+    assert sum(".position." in topic for topic in received) > 10

@@ -57,7 +57,7 @@ def test_lifecycle_positions_and_cash() -> None:
             {"at": 0, "side": "buy", "qty": 10},
             {"at": 1, "side": "buy", "qty": 5},
             {"at": 2, "side": "sell", "qty": 5},
-            {"at": 3, "side": "sell", "qty": 20},
+            {"at": 3, "side": "sell", "qty": 20, "reason": "flip short"},
             {"at": 4, "side": "buy", "qty": 10, "exclusive": True},
             {"at": 6, "side": "buy", "qty": 1, "type": "limit", "limit_price": 50.0},
         ],
@@ -93,13 +93,14 @@ def test_lifecycle_positions_and_cash() -> None:
         "realized_pnl": 0.0,
         "venue": "sim",
         "position_qty": 10.0,
+        "reason": "scripted",  # the order's, so that the trade it opens is tagged with it
     }
     # FIFO trades: 5 of lot 1; the rest of lot 1 and lot 2 on the flip; the short on o5.
-    assert [(t.size, t.entry_price, t.exit_price) for t in result.trades] == [
-        (5.0, 101.0, 103.0),
-        (5.0, 101.0, 104.0),
-        (5.0, 102.0, 104.0),
-        (-10.0, 104.0, 105.0),
+    assert [(t.size, t.entry_price, t.exit_price, t.tag) for t in result.trades] == [
+        (5.0, 101.0, 103.0, "scripted"),
+        (5.0, 101.0, 104.0, "scripted"),
+        (5.0, 102.0, 104.0, "scripted"),
+        (-10.0, 104.0, 105.0, "flip short"),  # tagged by the order that opened the short
     ]
     assert result.trades[0].pnl == pytest.approx(5 * 2 - 5 * (0.101 + 0.103))
     traded = [(10, 101), (5, 102), (-5, 103), (-20, 104), (10, 105), (10, 105)]
