@@ -192,6 +192,9 @@ class Replay:
         intervals = record.column("interval").to_pylist()
         columns = [record.column(n).to_pylist() for n in ("open", "high", "low", "close", "volume")]
         spans: dict[str, int] = {}
+        # The bar count when this batch starts: `events_published` grows while the rows are
+        # consumed, so adding `row` to it would skip ids and repeat them in the next batch.
+        first = self.events_published
         for row, micros in enumerate(ts):
             symbol, interval = str(symbols[row]), str(intervals[row])
             span = spans.get(interval)
@@ -211,7 +214,7 @@ class Replay:
                 "candle_close_time": format_time(closes),
             }
             envelope = self._template.with_changes(
-                id=f"{self.id}-{self.events_published + row}",
+                id=f"{self.id}-{first + row}",
                 data=data,
                 time=closes,
                 eventtime=closes,
