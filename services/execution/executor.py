@@ -98,6 +98,7 @@ class PaperExecution:
         self._lock = asyncio.Lock()
         self._subscriptions: list[Subscription] = []
         self._expiry: asyncio.Task[None] | None = None
+        self._stale: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,6 +154,21 @@ class PaperExecution:
         self.books[sid] = book
         return book
 
+    def _invalidate(self, sid: str) -> None:
+        """Forget a book whose input failed after it decided (its answers not all published
+        and persisted): it continues from its persisted state, as after a crash, so the
+        input's redelivery is decided again instead of being taken for a duplicate by the
+        book's private bus or seeing a fill that was never published."""
+        self.books.pop(sid, None)
+        self._stale.add(sid)
+
+    async def _reload(self) -> None:
+        """Re-read the books `_invalidate` dropped (their pending orders wait for ticks)."""
+        for sid in list(self._stale):
+            with contextlib.suppress(ScenarioError):  # gone: nothing left to fill
+                await self.book(sid)
+            self._stale.discard(sid)
+
     async def set_limits(self, limits: RiskLimits) -> RiskLimits:
         """Store and apply a scenario's limits (they hold for the next order)."""
         await self.registry.get(limits.scenario_id)
@@ -188,8 +204,12 @@ class PaperExecution:
                 await self._order(parsed.scenario_id, envelope)
             except (ScenarioError, PublishRejectedError) as exc:
                 # Nothing may be published on an unknown or inactive scenario's lanes.
+                self._invalidate(parsed.scenario_id)
                 self.stats.refused_scenario += 1
                 log.warning("order %s on %s not executed: %s", envelope.id, delivery.topic, exc)
+            except Exception:
+                self._invalidate(parsed.scenario_id)
+                raise  # delivered again
 
     async def _order(self, sid: str, envelope: Envelope) -> None:
         book = await self.book(sid)
@@ -301,38 +321,53 @@ class PaperExecution:
         if tick is None:
             return
         async with self._lock:
+            if self._stale:
+                await self._reload()
+            symbol = tick.symbol
+            previous = self.market.last_ts.get(symbol), self.market.last_close.get(symbol)
             if not self.market.begin(tick):
                 self.stats.stale_ticks += 1
                 return
             self.stats.ticks += 1
             key = f"{envelope.source}|{envelope.id}"
+            book: PaperBook | None = None
             try:
+                try:
+                    for book in list(self.books.values()):
+                        out = book.on_tick(key)
+                        if out:
+                            await self._commit(book, out)
+                finally:
+                    self.market.end()
                 for book in list(self.books.values()):
-                    out = book.on_tick(key)
-                    if out:
-                        await self._commit(book, out)
-            finally:
-                self.market.end()
-            for book in list(self.books.values()):
-                for held in book.releasable(tick.symbol):
-                    await self._submit(book, held)
-                pnl = book.unrealized(key)
-                if pnl:
-                    await self._publish(pnl)
+                    for held in book.releasable(symbol):
+                        await self._submit(book, held)
+                    pnl = book.unrealized(key)
+                    if pnl:
+                        await self._publish(pnl)
+            except Exception:
+                # Its redelivery must not look stale, and the failed book must decide anew.
+                if book is not None:
+                    self._invalidate(book.sid)
+                self.market.forget(tick, previous)
+                raise
 
     async def _expire_held(self) -> None:
         """Orders held for a bar that never came go to the venue after `hold_seconds`."""
         while True:
             await asyncio.sleep(_EXPIRY_CHECK_SECONDS)
-            try:
-                async with self._lock:
-                    for book in list(self.books.values()):
+            async with self._lock:
+                for book in list(self.books.values()):
+                    try:
                         expired = book.releasable(None, expired_after=self.settings.hold_seconds)
                         for envelope in expired:
                             log.warning("order %s waited too long for its bar", envelope.id)
                             await self._submit(book, envelope)
-            except Exception as exc:
-                log.warning("releasing held orders failed: %r", exc)
+                    except Exception as exc:
+                        self._invalidate(book.sid)  # its held orders come back from state
+                        log.warning("releasing held orders failed: %r", exc)
+                with contextlib.suppress(Exception):
+                    await self._reload()
 
     # ------------------------------------------------------------------ committing
 

@@ -343,6 +343,22 @@ class LiveMarket:
         self.current = tick
         return True
 
+    def forget(self, tick: MarketTick, previous: tuple[int | None, float | None]) -> None:
+        """Undo `begin(tick)` (its handling failed) so that its redelivery is not stale;
+        `previous` is the symbol's (last ts, last close) before it."""
+        symbol = tick.symbol
+        if self.last_ts.get(symbol) != tick.ts_us:
+            return
+        ts_us, close = previous
+        if ts_us is None or close is None:
+            self.last_ts.pop(symbol, None)
+            self.last_close.pop(symbol, None)
+        else:
+            self.last_ts[symbol], self.last_close[symbol] = ts_us, close
+        history = self.history.get(symbol)
+        if history and history[-1] is tick:
+            history.pop()
+
     def show(self, tick: MarketTick) -> None:
         """Put the cursor on `tick` (no bookkeeping: `begin` for new ticks, this for rewinds)."""
         code, span = self._span(tick)
@@ -793,6 +809,12 @@ class PaperBook:
             },
             "pending": pending,
             "requests": {o["order_id"]: self.requests.get(o["order_id"], "") for o in pending},
+            # so that a pending order's record keeps its created_at across a restart
+            "created": {
+                o["order_id"]: self.created[o["order_id"]]
+                for o in pending
+                if o["order_id"] in self.created
+            },
             "held": [
                 {"event": to_dict(h.envelope), "symbol": h.symbol, "until_us": h.until_us}
                 for h in self.held
@@ -834,12 +856,15 @@ class PaperBook:
         for symbol, rows in dict(folio.get("lots") or {}).items():
             self.portfolio.lots[symbol] = deque(_lot(r) for r in rows)
         requests = dict(book.get("requests") or {})
+        created = dict(book.get("created") or {})
         for entry in book.get("pending") or []:
             order = _order_from_json(entry)
             order.code = market.code(order.symbol, market.intervals.get(order.symbol, "1d"))
             self.venue.orders.append(order)
             self.venue.pending.setdefault(order.code, deque()).append(order)
             self.requests[order.order_id] = str(requests.get(order.order_id, ""))
+            if order.order_id in created:
+                self.created[order.order_id] = str(created[order.order_id])
         for item in book.get("held") or []:
             try:
                 envelope = from_dict(item["event"])

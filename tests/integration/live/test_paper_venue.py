@@ -31,6 +31,7 @@ from virtufin.bus.memory import MemoryBus
 from virtufin.bus.port import Delivery
 from virtufin.bus.validation import LaneValidator
 from virtufin.envelope import Envelope
+from virtufin.errors import BusError
 from virtufin.marketdata.connectors import ReplayManager, ReplayStatus
 from virtufin.runtime.manifest import WorkerManifest
 from virtufin.runtime.supervisor import Supervisor
@@ -382,4 +383,69 @@ async def test_fills_among_other_symbols_bars(tmp_path: Path, fill: str) -> None
     assert book.portfolio.units.get(SYMBOL, 0.0) == 0.0
     assert book.market.price(OTHER) == 5003.0
     await execution.close()
+    await store.close()
+
+
+class _FlakyBus(MemoryBus):
+    """A memory bus whose next `failures` batch publishes on ``sc.`` lanes fail (a broker
+    timeout): the handler raises and the input is delivered again."""
+
+    failures = 0
+
+    async def publish_many(self, items: Any) -> None:
+        items = list(items)
+        if self.failures and any(t.startswith("sc.") for t, _ in items):
+            self.failures -= 1
+            raise BusError(items[0][0], "no acknowledgement (test)")
+        await super().publish_many(items)
+
+
+@pytest.mark.parametrize("fill", ["next-open", "close"])
+async def test_a_failed_publish_neither_doubles_nor_loses_a_fill(tmp_path: Path, fill: str) -> None:
+    """An order or bar whose answers could not be published is handled again (redelivered);
+    the venue must not have kept what it decided the first time: one fill, one position."""
+    bus = _FlakyBus()
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    execution, recorder = await _venue(bus, store, fill=fill)
+    await _tick(bus, execution, 100.0, 1)
+    bus.failures = 1
+    await bus.publish(ORDER_TOPIC, _order("flaky-1", qty=1.0))  # its answers fail once
+    await eventually(lambda: recorder.of("accepted"), "the accepted order")
+    if fill == "next-open":
+        bus.failures = 1
+        await bus.publish(BAR_TOPIC, _bar(110.0, 2))  # its fill fails once
+    await eventually(lambda: recorder.of("filled"), "the fill")
+    await asyncio.sleep(0.1)
+    assert len(recorder.of("filled")) == 1
+    assert execution.books["LIVE"].portfolio.units.get(SYMBOL) == 1.0
+    position = await store.get(statekeys.position("LIVE", SYMBOL))
+    assert position is not None
+    assert position.value["size"] == 1.0
+    await execution.close()
+    await store.close()
+
+
+async def test_a_restart_keeps_a_pending_orders_created_at(tmp_path: Path) -> None:
+    """The stored order's ``created_at`` is when it was accepted, not when a restarted venue
+    (which rebuilds the book from state) filled it."""
+    bus = MemoryBus()
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    execution, recorder = await _venue(bus, store)
+    await _tick(bus, execution, 100.0, 1)
+    await bus.publish(ORDER_TOPIC, _order("kept-1", qty=1.0))
+    await eventually(lambda: recorder.of("accepted"), "accepted")
+    before = await store.get(statekeys.order("LIVE", "kept-1"))
+    assert before is not None
+    await execution.close()
+    await asyncio.sleep(0.01)
+
+    bus2 = MemoryBus()
+    again, recorder2 = await _venue(bus2, store)
+    await _tick(bus2, again, 101.0, 2)
+    await eventually(lambda: recorder2.of("filled"), "the fill after the restart")
+    after = await store.get(statekeys.order("LIVE", "kept-1"))
+    assert after is not None
+    assert after.value["status"] == "filled"
+    assert after.value["created_at"] == before.value["created_at"]
+    await again.close()
     await store.close()
