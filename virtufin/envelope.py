@@ -58,8 +58,9 @@ ClockType = Literal["wall", "historical"]
 
 _REQUIRED: Final = ("id", "source", "type", "specversion")
 _OPTIONAL_CONTEXT: Final = ("datacontenttype", "dataschema", "subject", "time")
-_NAME_RE: Final = re.compile(r"^[a-z0-9]{1,20}$")
-_ID_RE: Final = re.compile(r"^[A-Z0-9_]{1,32}$")
+# Used with `fullmatch`: `$` would also accept a trailing newline ("LIVE\n").
+_NAME_RE: Final = re.compile(r"[a-z0-9]{1,20}")
+_ID_RE: Final = re.compile(r"[A-Z0-9_]{1,32}")
 _RFC3339_RE: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -203,10 +204,10 @@ class Envelope:
             raise EnvelopeError("marketselector", "hyp market lanes need a selector")
         for name in ("scenarioid", "marketselector"):
             value = getattr(self, name)
-            if value is not None and not _ID_RE.match(value):
+            if value is not None and not _ID_RE.fullmatch(value):
                 raise EnvelopeError(name, f"{value!r} must match ^[A-Z0-9_]{{1,32}}$")
         for name in self.extensions:
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 raise EnvelopeError(name, "extension names are 1-20 lower-case letters/digits")
             if name in EXTENSION_NAMES or name in _REQUIRED or name in _OPTIONAL_CONTEXT:
                 raise EnvelopeError(name, "is a typed attribute, not a free extension")
