@@ -239,6 +239,24 @@ async def test_failing_handler_is_redelivered_then_dead_lettered(bus: EventBus, 
     assert letter.extensions["dlgroup"] == "g"
 
 
+async def test_each_group_that_gives_up_on_an_event_dead_letters_it(
+    bus: EventBus, token: str
+) -> None:
+    """Dead letters share their event's (source, id): de-duplication must not merge the
+    letters of two groups, nor drop the letter of an event the subscriber already handled."""
+    dead = Inbox()
+    await bus.subscribe(topics.DEAD_LETTER, dead)
+    topic = f"sc.LIVE.trading.{token}.submitted"
+    await bus.subscribe(topic, Inbox(fail=lambda env, d: True), max_deliveries=1, group="g1")
+    await bus.subscribe(topic, Inbox(fail=lambda env, d: True), max_deliveries=1, group="g2")
+    sent = event()
+    await bus.publish(topic, sent)
+    await eventually(lambda: dead.ids.count(sent.id) >= 2, "a dead letter per group")
+    await asyncio.sleep(SETTLE)
+    letters = [env for env, _ in dead.events if env.id == sent.id]
+    assert sorted(env.extensions["dlgroup"] for env in letters) == ["g1", "g2"]
+
+
 async def test_a_handler_that_recovers_is_not_dead_lettered(bus: EventBus, token: str) -> None:
     dead = Inbox()
     await bus.subscribe(topics.DEAD_LETTER, dead)
@@ -311,6 +329,43 @@ async def test_registered_active_scenario_publishes(
 
 
 # ------------------------------------------------------------------ unsubscribe
+
+
+async def test_a_group_member_that_leaves_hands_its_events_to_the_others(
+    bus: EventBus, token: str
+) -> None:
+    """Events a member had taken but not handled when it unsubscribed go to the rest of
+    its group (at least once per group), not away with the member."""
+    leaving, staying = Inbox(), Inbox()
+    pattern = f"sc.LIVE.trading.{token}.>"
+    gone = await bus.subscribe(pattern, leaving, group="workers")
+    await bus.subscribe(pattern, staying, group="workers")
+    sent = [event(n) for n in range(6)]
+    for ev in sent:
+        await bus.publish(f"sc.LIVE.trading.{token}.submitted", ev)
+    await gone.unsubscribe()
+    want = {ev.id for ev in sent}
+    await eventually(
+        lambda: want <= set(leaving.ids) | set(staying.ids), "every event handled", within=15
+    )
+
+
+async def test_unsubscribe_from_its_own_handler_stops_delivery(bus: EventBus, token: str) -> None:
+    inbox = Inbox()
+    subscription = None
+
+    async def handler(envelope: Envelope, delivery: Delivery) -> None:
+        await inbox(envelope, delivery)
+        assert subscription is not None
+        await subscription.unsubscribe()
+
+    subscription = await bus.subscribe(tick(token), handler)
+    sent = [event(n) for n in range(3)]
+    for ev in sent:
+        await bus.publish(tick(token), ev)
+    await inbox.wait_for(1)
+    await asyncio.sleep(SETTLE)
+    assert inbox.ids == [sent[0].id]
 
 
 async def test_unsubscribe_stops_delivery(bus: EventBus, token: str) -> None:

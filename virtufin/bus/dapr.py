@@ -38,7 +38,7 @@ Why it is built the way it is:
   DROP never sends a second copy.
 - **De-duplication by (source, id)**: a publish of a pair this bus already sent is skipped;
   each subscriber skips pairs it already handled (bounded LRUs). A dead letter shares its
-  event's pair, so it is told apart by its topic.
+  event's pair, so it is told apart by its topic and group (`dedup_key`).
 - **Ordered subscriptions** (``ordered=True``): each stream is handled one event at a time in
   arrival order, and an ordered group's events all go to its first member. A RETRY or a
   crashed subscriber is redelivered by the sidecar in whatever order the component keeps:
@@ -78,6 +78,7 @@ from virtufin.bus.port import (
     EventBus,
     Subscription,
     dead_letter_envelope,
+    dedup_key,
 )
 from virtufin.bus.validation import LaneValidator
 from virtufin.envelope import CONTENT_TYPE_STRUCTURED, Envelope, from_dict, to_dict
@@ -544,7 +545,7 @@ class DaprBus(EventBus):
             envelope, topic = decode_delivery(message)
         except EnvelopeError as exc:
             return await self._dead_letter_undecodable(message, f"EnvelopeError: {exc}")
-        key = (envelope.source, envelope.id, topic == topics.DEAD_LETTER)
+        key = dedup_key(envelope, topic)
         pending = False
         for consumer in list(route.consumers):
             if not consumer.members or key in consumer.done:

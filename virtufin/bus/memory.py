@@ -50,6 +50,9 @@ class _Member:
     max_deliveries: int
     inbox: _Inbox | None = None
     task: asyncio.Task[None] | None = None
+    stopped: bool = False
+    current: tuple[str, Envelope, Delivery] | None = None
+    """The event an async member's handler is working on (handed over if it leaves)."""
 
 
 class _Inbox:
@@ -79,6 +82,14 @@ class _Inbox:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
         return self._items
+
+    def take_all(self) -> list[tuple[str, Envelope, Delivery]]:
+        """Remove and return every waiting item (they count as done here)."""
+        items = list(self._items)
+        self._items.clear()
+        for _ in items:
+            self.done()
+        return items
 
     def done(self) -> None:
         self._unfinished -= 1
@@ -131,14 +142,19 @@ class _MemorySubscription(Subscription):
         self._member = member
 
     async def unsubscribe(self) -> None:
+        """Stop deliveries; what the member had taken but not handled goes to its group."""
         self.unsubscribe_sync()
         task = self._member.task
-        if task is not None and not task.done():
+        if task is None or task is asyncio.current_task():
+            return  # from its own handler: `_consume` hands over and ends after this event
+        if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._bus._hand_over(self._entry, self._member)
 
     def unsubscribe_sync(self) -> None:
+        self._member.stopped = True
         self._bus._remove(self._entry, self._member)
 
 
@@ -161,6 +177,7 @@ class MemoryBus(EventBus):
         self.validator = validator if validator is not None else LaneValidator()
         self._groups: list[_Group] = []
         self._route_cache: dict[str, tuple[_Route, ...]] = {}
+        self._removals = 0  # bumped by `_remove`: a dispatch loop re-checks its routes
         # Ids seen per source, in two generations: no key tuple to allocate per event.
         self._seen: dict[str, set[str]] = {}
         self._seen_before: dict[str, set[str]] = {}
@@ -231,6 +248,28 @@ class MemoryBus(EventBus):
         if not group.members and group in self._groups:
             self._groups.remove(group)
         self._route_cache.clear()
+        self._removals += 1
+
+    @staticmethod
+    def _still_routed(route: _Route) -> bool:
+        """Whether a route resolved before an unsubscribe still reaches anybody."""
+        members = route.group.members
+        return bool(members) and (route.member is None or route.member in members)
+
+    def _hand_over(self, group: _Group, member: _Member) -> None:
+        """Give the events a leaving async member had taken (the one in hand first) to the
+        rest of its group, in order; with nobody left they go with the subscription."""
+        inbox = member.inbox
+        if inbox is None:
+            return
+        items = inbox.take_all()
+        if member.current is not None:
+            items.insert(0, member.current)
+            member.current = None
+            inbox.done()
+        for topic, envelope, delivery in items:
+            if group.members:
+                self._deliver(_Route(group, delivery, None, None), topic, envelope)
 
     def _is_duplicate(self, envelope: Envelope) -> bool:
         ident = envelope.id
@@ -274,17 +313,20 @@ class MemoryBus(EventBus):
         inbox = member.inbox
         assert inbox is not None
         handler: AsyncHandler = member.handler  # type: ignore[assignment]
-        while True:
+        while not member.stopped:
             items = await inbox.wait()
-            while items:
-                topic, envelope, first = items.popleft()
+            while items and not member.stopped:
+                item = member.current = items.popleft()
+                topic, envelope, first = item
                 try:
                     await handler(envelope, first)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     await self._redeliver_async(group, member, topic, envelope, exc)
+                member.current = None
                 inbox.done()
+        self._hand_over(group, member)  # unsubscribed from its own handler
 
     async def _redeliver_async(
         self, group: _Group, member: _Member, topic: str, envelope: Envelope, exc: Exception
@@ -382,7 +424,10 @@ class MemoryBus(EventBus):
             routes = self._route_cache.get(topic)
             if routes is None:
                 routes = self._routes(topic)
+            removals = self._removals
             for route in routes:
+                if removals != self._removals and not self._still_routed(route):
+                    continue  # a handler of this event unsubscribed it
                 direct = route.direct
                 if direct is not None:
                     try:
@@ -407,7 +452,10 @@ class MemoryBus(EventBus):
         pending = self._pending
         while pending:
             topic, envelope = pending.popleft()
+            removals = self._removals
             for route in self._routes(topic):
+                if removals != self._removals and not self._still_routed(route):
+                    continue  # a handler of this event unsubscribed it
                 direct = route.direct  # one sync member: called inline, as `publish_trusted`
                 if direct is not None:
                     try:

@@ -33,7 +33,8 @@ Why it is built the way it is:
   handler (the consumer crashed while handling it).
 - **De-duplication on the consumer side** by (source, id) in a bounded LRU, recorded only
   after the handler succeeded: a redelivery after a crash is processed (at least once),
-  a duplicate of an event already handled here is acked and skipped.
+  a duplicate of an event already handled here is acked and skipped. Dead letters keep
+  their event's pair and are told apart by topic and group (`dedup_key`).
 - **Acks are batched** (unordered subscriptions): a handled event's ack joins the others and
   they go out in one socket write after at most 10 ms (`_AckBatch`), instead of a write and a
   flusher wake-up per event, which cost as much as handling a small event. Nobody waits for
@@ -91,6 +92,7 @@ from virtufin.bus.port import (
     EventBus,
     Subscription,
     dead_letter_envelope,
+    dedup_key,
 )
 from virtufin.bus.validation import LaneValidator
 from virtufin.envelope import MAX_ENVELOPE_BYTES, Envelope, decode, encode
@@ -511,8 +513,12 @@ class _Puller:
         if "deleted" in description.lower() and not self._stopping:
             self._bus._spawn(self._recreate_if_missing())
 
-    async def stop(self, *, delete: bool) -> None:
+    def halt(self) -> None:
+        """Hand back (nak) every message from now on instead of handling it; `stop` follows."""
         self._stopping = True
+
+    async def stop(self, *, delete: bool) -> None:
+        self.halt()
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -563,7 +569,11 @@ class _NatsSubscription(Subscription):
         self.bus._subscriptions.discard(self)
         current = asyncio.current_task()
         if any(puller.task is current for puller in self._pullers):
-            # Called from our own handler: draining would wait for this very call.
+            # Called from our own handler: draining would wait for this very call. Stop at
+            # once all the same: nats-py hands over the next buffered message without a
+            # yield, before the spawned stop runs, and that one must be nak'ed, not handled.
+            for puller in self._pullers:
+                puller.halt()
             self.bus._spawn(self._stop())
             return
         await self._stop()
@@ -581,7 +591,7 @@ class _NatsSubscription(Subscription):
         except EnvelopeError as exc:
             await bus._dead_letter_raw(msg, str(exc), attempt, self.group, consumer)
             return
-        key = (envelope.source, envelope.id)
+        key = dedup_key(envelope, msg.subject)
         if key in self._seen:
             await self.ack(msg)
             return

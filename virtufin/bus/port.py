@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from virtufin import topics
 from virtufin.envelope import Envelope
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "EventBus",
     "Subscription",
     "dead_letter_envelope",
+    "dedup_key",
 ]
 
 DEFAULT_MAX_DELIVERIES: Final = 5
@@ -135,3 +137,16 @@ def dead_letter_envelope(
         }
     )
     return envelope.with_changes(extensions=extensions)
+
+
+def dedup_key(envelope: Envelope, topic: str) -> tuple[str, str]:
+    """What a subscriber de-duplicates a delivery by: (``source``, ``id``).
+
+    A dead letter keeps its event's pair, so on ``bus.deadletter`` the id is qualified by
+    where and for which group the event failed: each group's letter is an event of its own,
+    and a subscriber that handled the original still gets the letter.
+    """
+    if topic != topics.DEAD_LETTER:
+        return envelope.source, envelope.id
+    ext = envelope.extensions
+    return envelope.source, f"{envelope.id}|dl|{ext.get('dltopic', '')}|{ext.get('dlgroup', '')}"

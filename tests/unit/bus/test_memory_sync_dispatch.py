@@ -168,3 +168,24 @@ def test_a_failing_handler_of_a_queued_event_is_retried_then_dead_lettered() -> 
     assert attempts == [1, 2, 3]
     assert bus.dead_letters == 1
     assert len(dead) == 1
+
+
+def test_a_subscription_unsubscribed_by_an_earlier_handler_gets_nothing_more() -> None:
+    """A handler that unsubscribes others (a failing worker's teardown) while the event is
+    dispatched: the routes resolved before it must not call them, nor fail the publisher."""
+    bus = MemoryBus()
+    got: list[str] = []
+    later = []
+
+    def first(event: Envelope, _: Delivery) -> None:
+        got.append("first")
+        for sub in later:
+            sub.unsubscribe_sync()
+
+    bus.subscribe_sync(BAR, first)
+    later.append(bus.subscribe_sync(BAR, lambda e, d: got.append("plain")))
+    later.append(bus.subscribe_sync(BAR, lambda e, d: got.append("g1"), group="g"))
+    later.append(bus.subscribe_sync(BAR, lambda e, d: got.append("g2"), group="g"))
+    bus.publish_sync(BAR, _event(1))
+    assert got == ["first"]
+    assert bus.dead_letters == 0
