@@ -152,6 +152,22 @@ def test_equity_curve_matches_backtesting_py(ours: BacktestResult, peer: pd.Seri
     assert list(labels) == list(peer["_equity_curve"].index)
 
 
+@pytest.mark.parametrize("strategy", ["sma_cross", "virtufin.backtest.testkit:SmaCrossReference"])
+def test_buy_and_hold_starts_after_the_warmup_without_being_told(
+    peer: pd.Series, strategy: str
+) -> None:
+    """The documented CLI run passes no ``--warmup-bars``: the worker's own warm-up (slow - 1
+    bars, backtesting.py's indicator warm-up) must start Buy & Hold, hence Alpha."""
+    mine = run_backtest(
+        strategy,
+        GOOG,
+        params={"fast": 10, "slow": 20},
+        config=BacktestConfig(commission_rate=0.002, keep_equity=False),
+    )
+    for label in ("Buy & Hold Return [%]", "Alpha [%]"):
+        assert mine.stats[label] == pytest.approx(float(peer[label]), rel=1e-9), label
+
+
 def test_golden_figures(ours: BacktestResult) -> None:
     """Exact figures of this run, as nautilus' acceptance tests pin theirs."""
     assert ours.bars == 2148

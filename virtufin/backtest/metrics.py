@@ -424,9 +424,9 @@ class StatsAccumulator:
         )
         duration = s["Duration"]
         years = (duration.days + duration.seconds / 86400) / 365.25
-        s["CAGR [%]"] = (
-            ((self.last_equity / self.first_equity) ** (1 / years) - 1) * 100 if years else math.nan
-        )
+        growth = self.last_equity / self.first_equity
+        # numpy's float64 ** fraction: NaN for a negative base (Python's float gives a complex)
+        s["CAGR [%]"] = (growth ** (1 / years) - 1) * 100 if years and growth >= 0 else math.nan
         rf = self.risk_free_rate
         vol = s["Volatility (Ann.) [%]"]
         s["Sharpe Ratio"] = (s["Return (Ann.) [%]"] - rf * 100) / vol if vol else math.nan

@@ -70,6 +70,9 @@ class SmaCross(Worker):
         config: SmaCrossConfig = ctx.config
         self.fast = config.fast
         self.slow = config.slow
+        self.warmup_bars = config.slow - 1
+        """Bars before the first SMA pair exists: the backtest's Buy & Hold starts here, as
+        backtesting.py's starts after its indicators' warm-up."""
         self.windows: dict[str, _Window] = {}
 
     def snapshot(self) -> dict[str, Any]:

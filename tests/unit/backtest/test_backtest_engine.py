@@ -179,6 +179,42 @@ def test_streaming_statistics_match_backtesting_py_on_minute_bars() -> None:
             assert ours == pytest.approx(float(theirs), rel=1e-9, abs=1e-9, nan_ok=True), label
 
 
+def test_cagr_of_a_negative_final_equity_is_nan_as_in_backtesting_py() -> None:
+    """Leverage 10 without backtesting.py's stop-out ends below zero: CAGR must be NaN (numpy's
+    negative ** fraction), not a complex number that breaks the table and the JSON."""
+    from backtesting._stats import compute_stats
+
+    result = run_backtest(
+        "sma_cross",
+        GOOG,
+        params={"fast": 10, "slow": 20},
+        config=BacktestConfig(commission_rate=0.002, margin_ratio=0.1, warmup_bars=19),
+    )
+    assert result.equity is not None
+    assert result.equity_final < 0
+    index = pd.to_datetime(result.equity.label, unit="us")
+    ohlc = pd.DataFrame({"Close": pd.read_csv(GOOG)["Close"].to_numpy()}, index=index)
+    trades = pd.DataFrame(
+        {
+            "EntryBar": [t.entry_bar for t in result.trades],
+            "ExitBar": [t.exit_bar for t in result.trades],
+            "PnL": [t.pnl for t in result.trades],
+            "ReturnPct": [t.return_pct for t in result.trades],
+            "Duration": [
+                pd.Timedelta(t.exit_time_us - t.entry_time_us, unit="us") for t in result.trades
+            ],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peer = compute_stats(trades, result.equity.equity, ohlc, None)
+    assert np.isnan(peer["CAGR [%]"])
+    cagr = result.stats["CAGR [%]"]
+    assert isinstance(cagr, float)
+    assert np.isnan(cagr)
+    assert json.loads(json.dumps(result.to_json()))["metrics"]["cagr_pct"] is None
+
+
 def test_results_folder(tmp_path: Path) -> None:
     result = run_backtest(
         REFERENCE,
