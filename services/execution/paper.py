@@ -601,6 +601,8 @@ class PaperBook:
     def hold(self, envelope: Envelope, until_us: int) -> None:
         data = envelope.data if isinstance(envelope.data, Mapping) else {}
         self.held.append(_Held(envelope, str(data.get("symbol", "")), until_us))
+        # created when held: its release (`submit`) must not move the stored created_at
+        self.created.setdefault(self.order_id(envelope), format_time(datetime.now(UTC)))
 
     def releasable(
         self, symbol: str | None, *, expired_after: float | None = None
@@ -809,11 +811,12 @@ class PaperBook:
             },
             "pending": pending,
             "requests": {o["order_id"]: self.requests.get(o["order_id"], "") for o in pending},
-            # so that a pending order's record keeps its created_at across a restart
+            # so that a pending or held order's record keeps its created_at across a restart
             "created": {
-                o["order_id"]: self.created[o["order_id"]]
-                for o in pending
-                if o["order_id"] in self.created
+                oid: self.created[oid]
+                for oid in [o["order_id"] for o in pending]
+                + [self.order_id(h.envelope) for h in self.held]
+                if oid in self.created
             },
             "held": [
                 {"event": to_dict(h.envelope), "symbol": h.symbol, "until_us": h.until_us}
@@ -872,6 +875,9 @@ class PaperBook:
                 log.warning("dropping a held order that cannot be restored: %s", exc)
                 continue
             self.held.append(_Held(envelope, str(item.get("symbol", "")), int(item["until_us"])))
+            order_id = self.order_id(envelope)
+            if order_id in created:
+                self.created[order_id] = str(created[order_id])
 
 
 def _lot(row: list[Any]) -> _Lot:
@@ -945,8 +951,9 @@ def rejected_record(book: PaperBook, envelope: Envelope, reason: str) -> dict[st
     """The stored order of a request refused before it reached the venue."""
     data = envelope.data if isinstance(envelope.data, Mapping) else {}
     now = format_time(datetime.now(UTC))
+    order_id = book.order_id(envelope)
     return {
-        "order_id": book.order_id(envelope),
+        "order_id": order_id,
         "symbol": data.get("symbol"),
         "side": data.get("side"),
         "type": data.get("type", "market"),
@@ -964,7 +971,8 @@ def rejected_record(book: PaperBook, envelope: Envelope, reason: str) -> dict[st
         "status_reason": reason,
         "parent_id": None,
         "request": f"{envelope.source}|{envelope.id}",
-        "created_at": now,
+        # a held order refused on release keeps the time it was held
+        "created_at": book.created.get(order_id, now),
         "updated_at": now,
     }
 

@@ -190,15 +190,21 @@ class EventHub:
             self._listeners[listener.id] = listener
             return listener
         async with self._lock:
-            for pattern in event_filter.patterns:
-                shared = self._shared.get(pattern)
-                if shared is None:
-                    shared = _Shared()
-                    shared.subscription = await self._bus.subscribe(
-                        pattern, self._dispatcher(pattern, shared)
-                    )
-                    self._shared[pattern] = shared
-                shared.listeners.append(listener)
+            try:
+                for pattern in event_filter.patterns:
+                    shared = self._shared.get(pattern)
+                    if shared is None:
+                        shared = _Shared()
+                        shared.subscription = await self._bus.subscribe(
+                            pattern, self._dispatcher(pattern, shared)
+                        )
+                        self._shared[pattern] = shared
+                    shared.listeners.append(listener)
+            except BaseException:
+                # A refused pattern: leave no trace (the earlier patterns' shares back).
+                listener.close()
+                await self._detach(listener)
+                raise
         self._listeners[listener.id] = listener
         return listener
 
@@ -220,15 +226,19 @@ class EventHub:
             await grouped.unsubscribe()
             return
         async with self._lock:
-            for pattern in listener.filter.patterns:
-                shared = self._shared.get(pattern)
-                if shared is None or listener not in shared.listeners:
-                    continue
-                shared.listeners.remove(listener)
-                if not shared.listeners:
-                    del self._shared[pattern]
-                    if shared.subscription is not None:
-                        await shared.subscription.unsubscribe()
+            await self._detach(listener)
+
+    async def _detach(self, listener: Listener) -> None:
+        """Take `listener` off its shared patterns (under the lock); unsubscribe unused ones."""
+        for pattern in listener.filter.patterns:
+            shared = self._shared.get(pattern)
+            if shared is None or listener not in shared.listeners:
+                continue
+            shared.listeners.remove(listener)
+            if not shared.listeners:
+                del self._shared[pattern]
+                if shared.subscription is not None:
+                    await shared.subscription.unsubscribe()
 
     def close_all(self) -> None:
         """End every stream (graceful shutdown)."""

@@ -152,7 +152,8 @@ class WorkerHost:
         self._versions.pop(worker_id, None)
 
     async def ensure(self, worker_id: str, record: WorkerRecord | None) -> None:
-        """Make the local runtime agree with `record` (None: the worker is gone).
+        """Make the local runtime agree with `record` (None: the worker is gone; so is its
+        snapshot once a worker that ran here is stopped).
 
         Raises:
             WorkerLoadError: the worker should run but cannot load (its record is marked
@@ -161,7 +162,12 @@ class WorkerHost:
         """
         async with self.lock(worker_id):
             if record is None or record.host != self.replica:
+                ran_here = self.local(worker_id) is not None
                 await self.drop(worker_id)
+                if record is None and ran_here:
+                    # Deleted: its snapshot goes once it is stopped here. The deleting replica
+                    # removed it already, but an event handled before our stop wrote it back.
+                    await self.records.delete_snapshot(worker_id)
                 return
             local = self.local(worker_id)
             if local is not None and local.mime_type != record.info.mime_type:

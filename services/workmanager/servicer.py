@@ -191,7 +191,7 @@ class WorkManagerServicer(workmanager_pb2_grpc.WorkManagerServicer):  # type: ig
         deleted = await self._records.delete(worker_id)
         await self._host.ensure(worker_id, None)
         # After the local stop, so that no last event writes it back; a new worker by this id
-        # starts afresh.
+        # starts afresh. A replica running it deletes it again after its own stop (`ensure`).
         await self._records.delete_snapshot(worker_id)
         return workmanager_pb2.DeleteWorkerResponse(deleted=deleted)
 

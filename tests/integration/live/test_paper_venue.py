@@ -449,3 +449,59 @@ async def test_a_restart_keeps_a_pending_orders_created_at(tmp_path: Path) -> No
     assert after.value["created_at"] == before.value["created_at"]
     await again.close()
     await store.close()
+
+
+def _ahead(order_id: str, day: int) -> Envelope:
+    """A replay order decided on bar `day`, which the venue has not seen yet (it is held)."""
+    decided = datetime(2024, 1, day, tzinfo=UTC)
+    return _order(order_id, qty=1.0).with_changes(clocktype="historical", eventtime=decided)
+
+
+async def test_a_held_orders_created_at_is_when_it_was_held(tmp_path: Path) -> None:
+    """Releasing a held order (its bar came) does not move its stored ``created_at``."""
+    bus = MemoryBus()
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    execution, recorder = await _venue(bus, store)
+    await _tick(bus, execution, 100.0, 1)
+    await bus.publish(ORDER_TOPIC, _ahead("held-1", 2))
+    await eventually(lambda: execution.stats.held == 1, "the held order")
+    before = await store.get(statekeys.order("LIVE", "held-1"))
+    assert before is not None
+    await asyncio.sleep(0.01)
+    await _tick(bus, execution, 101.0, 2)  # its bar: released to the venue
+    await eventually(lambda: recorder.of("accepted"), "accepted")
+    await _tick(bus, execution, 102.0, 3)
+    await eventually(lambda: recorder.of("filled"), "the fill")
+    after = await store.get(statekeys.order("LIVE", "held-1"))
+    assert after is not None
+    assert after.value["status"] == "filled"
+    assert after.value["created_at"] == before.value["created_at"]
+    await execution.close()
+    await store.close()
+
+
+async def test_a_restart_keeps_a_held_orders_created_at(tmp_path: Path) -> None:
+    """A held order restored from the book after a restart keeps its ``created_at``."""
+    bus = MemoryBus()
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    execution, _ = await _venue(bus, store)
+    await _tick(bus, execution, 100.0, 1)
+    await bus.publish(ORDER_TOPIC, _ahead("held-2", 2))
+    await eventually(lambda: execution.stats.held == 1, "the held order")
+    before = await store.get(statekeys.order("LIVE", "held-2"))
+    assert before is not None
+    await execution.close()
+    await asyncio.sleep(0.01)
+
+    bus2 = MemoryBus()
+    again, recorder2 = await _venue(bus2, store)
+    await again.book("LIVE")  # restored from state, with its held order
+    await _tick(bus2, again, 101.0, 2)
+    await _tick(bus2, again, 102.0, 3)
+    await eventually(lambda: recorder2.of("filled"), "the fill after the restart")
+    after = await store.get(statekeys.order("LIVE", "held-2"))
+    assert after is not None
+    assert after.value["status"] == "filled"
+    assert after.value["created_at"] == before.value["created_at"]
+    await again.close()
+    await store.close()

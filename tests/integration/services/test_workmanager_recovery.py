@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import signal
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from harness.services import ServiceProcess
 from svc_cluster import API_KEY, Cluster, echo_topics, free_port, group_name
 
+from virtufin import statekeys, topics
+from virtufin.bus.nats import NatsBus
 from virtufin.client import AsyncClient, ClientError
 from virtufin.envelope import Envelope
 from virtufin.proto import ensure_built
+from virtufin.state.sqlite import SqliteStateStore
+from virtufin.topics import EventTypes
 
 ensure_built()
 from virtufin.proto.gen import workmanager_pb2, workmanager_pb2_grpc  # noqa: E402
@@ -209,3 +217,114 @@ async def test_an_idle_pubsub_stream_is_swept(cluster: Cluster) -> None:
         assert rest == []
         assert not await client.pubsub.unsubscribe(stream.subscription_id)
     assert "sweeping idle subscription" in gateway.log()
+
+
+def _local_workers(replica: ServiceProcess) -> float:
+    """How many workers `replica` has in its supervisor (any state)."""
+    status, text = replica.http("/metrics")
+    assert status == 200
+    return sum(
+        _metric(text, f'virtufin_workmanager_workers{{state="{state}"}}')
+        for state in ("created", "running", "stopped", "failed")
+    )
+
+
+def _candle(venue: str, close: float, day: int) -> Envelope:
+    when = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)
+    return Envelope.new(
+        type=EventTypes.market(venue, "ohlcv", "candle"),
+        source="urn:com.virtufin.itest",
+        data={
+            "symbol": "BTCUSDT",
+            "interval": "1d",
+            "open": close,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "volume": 1.0,
+            "candle_close_time": when.isoformat().replace("+00:00", "Z"),
+        },
+        time=when,
+        eventtime=when,
+        clocktype="historical",
+        marketlane="act",
+    )
+
+
+async def test_deleting_a_worker_on_another_replica_leaves_no_snapshot(cluster: Cluster) -> None:
+    """DeleteWorker on replica A of a stateful worker running on replica B: once B stopped it,
+    its snapshot is gone, although bars kept arriving (each one snapshotted) until B heard of
+    the deletion. Whether a bar lands between A's delete and B's stop is a race: a few
+    rounds make it all but certain that one does."""
+    metadata = (("x-api-key", API_KEY),)
+    a = cluster.start("workmanager", env={"VIRTUFIN_REPLICA_ID": "wm-a"}, label="wm-a")
+    b = cluster.start(
+        "workmanager", port=free_port(), env={"VIRTUFIN_REPLICA_ID": "wm-b"}, label="wm-b"
+    )
+    a.wait_serving()
+    b.wait_serving()
+    store = SqliteStateStore(cluster.root / "state" / "state.sqlite3")
+    bus = await NatsBus.connect(name=f"itest-{group_name('snapdel')}")
+    day = 0
+
+    async def publish(venue: str) -> None:
+        nonlocal day
+        day += 1
+        await bus.publish(topics.bar(venue, "BTCUSDT"), _candle(venue, 100.0 + day, day))
+
+    async def flood(venue: str) -> None:  # every bar changes the worker's state: a save
+        while True:
+            await publish(venue)
+            await asyncio.sleep(0.002)
+
+    came_back = []
+    try:
+        for round_ in range(6):
+            label = group_name(f"snapdel{round_}")
+            worker_id = f"sma-{label[-13:]}".lower()
+            venue = f"it{label[-14:].replace('-', '')}".lower()
+            key = statekeys.worker_snapshot(worker_id)
+            async with grpc.aio.insecure_channel(b.address) as channel:
+                await workmanager_pb2_grpc.WorkManagerStub(channel).CreateWorker(
+                    workmanager_pb2.CreateWorkerRequest(
+                        id=worker_id,
+                        code_source=workmanager_pb2.CodeSource(
+                            url="workers/sma_cross/manifest.json"
+                        ),
+                        topic=topics.bar(venue, "BTCUSDT"),
+                        group=label,
+                        parameters_json=json.dumps({"fast": 2, "slow": 3}),
+                        start=True,
+                    ),
+                    metadata=metadata,
+                )
+            async with asyncio.timeout(15):
+                while await store.get(key) is None:
+                    await publish(venue)
+                    await asyncio.sleep(0.05)
+            flooding = asyncio.create_task(flood(venue))
+            try:
+                await asyncio.sleep(0.1)
+                async with grpc.aio.insecure_channel(a.address) as channel:
+                    deleted = await workmanager_pb2_grpc.WorkManagerStub(channel).DeleteWorker(
+                        workmanager_pb2.DeleteWorkerRequest(id=worker_id), metadata=metadata
+                    )
+                assert deleted.deleted
+                for _ in range(300):  # B hears of it and forgets the worker
+                    if not await asyncio.to_thread(_local_workers, b):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    pytest.fail(f"replica B still runs {worker_id}")
+                await asyncio.sleep(0.1)
+            finally:
+                flooding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flooding
+            await asyncio.sleep(0.2)
+            if await store.get(key) is not None:
+                came_back.append(round_)
+        assert came_back == []
+    finally:
+        await bus.close()
+        await store.close()
