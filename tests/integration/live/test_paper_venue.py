@@ -425,6 +425,21 @@ async def test_a_failed_publish_neither_doubles_nor_loses_a_fill(tmp_path: Path,
     await store.close()
 
 
+async def _created_at(store: SqliteStateStore, order_id: str) -> str:
+    """The stored record's ``created_at`` of a LIVE order."""
+    stored = await store.get(statekeys.order("LIVE", order_id))
+    assert stored is not None
+    return str(stored.value["created_at"])
+
+
+async def _filled_since(store: SqliteStateStore, order_id: str, created_at: str) -> None:
+    """The order is stored as filled, with the ``created_at`` it had before."""
+    stored = await store.get(statekeys.order("LIVE", order_id))
+    assert stored is not None
+    assert stored.value["status"] == "filled"
+    assert stored.value["created_at"] == created_at
+
+
 async def test_a_restart_keeps_a_pending_orders_created_at(tmp_path: Path) -> None:
     """The stored order's ``created_at`` is when it was accepted, not when a restarted venue
     (which rebuilds the book from state) filled it."""
@@ -434,8 +449,7 @@ async def test_a_restart_keeps_a_pending_orders_created_at(tmp_path: Path) -> No
     await _tick(bus, execution, 100.0, 1)
     await bus.publish(ORDER_TOPIC, _order("kept-1", qty=1.0))
     await eventually(lambda: recorder.of("accepted"), "accepted")
-    before = await store.get(statekeys.order("LIVE", "kept-1"))
-    assert before is not None
+    before = await _created_at(store, "kept-1")
     await execution.close()
     await asyncio.sleep(0.01)
 
@@ -443,10 +457,7 @@ async def test_a_restart_keeps_a_pending_orders_created_at(tmp_path: Path) -> No
     again, recorder2 = await _venue(bus2, store)
     await _tick(bus2, again, 101.0, 2)
     await eventually(lambda: recorder2.of("filled"), "the fill after the restart")
-    after = await store.get(statekeys.order("LIVE", "kept-1"))
-    assert after is not None
-    assert after.value["status"] == "filled"
-    assert after.value["created_at"] == before.value["created_at"]
+    await _filled_since(store, "kept-1", before)
     await again.close()
     await store.close()
 
@@ -465,17 +476,13 @@ async def test_a_held_orders_created_at_is_when_it_was_held(tmp_path: Path) -> N
     await _tick(bus, execution, 100.0, 1)
     await bus.publish(ORDER_TOPIC, _ahead("held-1", 2))
     await eventually(lambda: execution.stats.held == 1, "the held order")
-    before = await store.get(statekeys.order("LIVE", "held-1"))
-    assert before is not None
+    before = await _created_at(store, "held-1")
     await asyncio.sleep(0.01)
     await _tick(bus, execution, 101.0, 2)  # its bar: released to the venue
     await eventually(lambda: recorder.of("accepted"), "accepted")
     await _tick(bus, execution, 102.0, 3)
     await eventually(lambda: recorder.of("filled"), "the fill")
-    after = await store.get(statekeys.order("LIVE", "held-1"))
-    assert after is not None
-    assert after.value["status"] == "filled"
-    assert after.value["created_at"] == before.value["created_at"]
+    await _filled_since(store, "held-1", before)
     await execution.close()
     await store.close()
 
@@ -488,8 +495,7 @@ async def test_a_restart_keeps_a_held_orders_created_at(tmp_path: Path) -> None:
     await _tick(bus, execution, 100.0, 1)
     await bus.publish(ORDER_TOPIC, _ahead("held-2", 2))
     await eventually(lambda: execution.stats.held == 1, "the held order")
-    before = await store.get(statekeys.order("LIVE", "held-2"))
-    assert before is not None
+    before = await _created_at(store, "held-2")
     await execution.close()
     await asyncio.sleep(0.01)
 
@@ -499,9 +505,6 @@ async def test_a_restart_keeps_a_held_orders_created_at(tmp_path: Path) -> None:
     await _tick(bus2, again, 101.0, 2)
     await _tick(bus2, again, 102.0, 3)
     await eventually(lambda: recorder2.of("filled"), "the fill after the restart")
-    after = await store.get(statekeys.order("LIVE", "held-2"))
-    assert after is not None
-    assert after.value["status"] == "filled"
-    assert after.value["created_at"] == before.value["created_at"]
+    await _filled_since(store, "held-2", before)
     await again.close()
     await store.close()
