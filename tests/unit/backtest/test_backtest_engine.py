@@ -139,20 +139,13 @@ def test_statistics_do_not_depend_on_batch_size() -> None:
                 assert value == pytest.approx(first[key], rel=1e-12), key
 
 
-def test_streaming_statistics_match_backtesting_py_on_minute_bars() -> None:
-    """Intraday bars over several days and batches: resampled daily returns, drawdowns."""
+def _peer_stats(result: BacktestResult, closes: np.ndarray) -> pd.Series:
+    """backtesting.py's `compute_stats` over our equity curve and trades (its own table)."""
     from backtesting._stats import compute_stats
 
-    bars = synthetic_bars(20_000, interval_secs=60, seed=5)
-    result = run_backtest(
-        REFERENCE,
-        TableBars(bars),
-        params={"fast": 50, "slow": 200},
-        config=BacktestConfig(commission_rate=0.0005, batch_rows=1000, warmup_bars=0),
-    )
     assert result.equity is not None
     index = pd.to_datetime(result.equity.label, unit="us")
-    ohlc = pd.DataFrame({"Close": bars.column("close").to_numpy()}, index=index)
+    ohlc = pd.DataFrame({"Close": closes}, index=index)
     trades = pd.DataFrame(
         {
             "EntryBar": [t.entry_bar for t in result.trades],
@@ -166,7 +159,20 @@ def test_streaming_statistics_match_backtesting_py_on_minute_bars() -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        peer = compute_stats(trades, result.equity.equity, ohlc, None)
+        return compute_stats(trades, result.equity.equity, ohlc, None)
+
+
+def test_streaming_statistics_match_backtesting_py_on_minute_bars() -> None:
+    """Intraday bars over several days and batches: resampled daily returns, drawdowns."""
+    bars = synthetic_bars(20_000, interval_secs=60, seed=5)
+    result = run_backtest(
+        REFERENCE,
+        TableBars(bars),
+        params={"fast": 50, "slow": 200},
+        config=BacktestConfig(commission_rate=0.0005, batch_rows=1000, warmup_bars=0),
+    )
+    assert result.equity is not None
+    peer = _peer_stats(result, bars.column("close").to_numpy())
     for label in result.stats:
         if label not in peer.index:  # commissions are not shown for a trades DataFrame
             continue
@@ -182,8 +188,6 @@ def test_streaming_statistics_match_backtesting_py_on_minute_bars() -> None:
 def test_cagr_of_a_negative_final_equity_is_nan_as_in_backtesting_py() -> None:
     """Leverage 10 without backtesting.py's stop-out ends below zero: CAGR must be NaN (numpy's
     negative ** fraction), not a complex number that breaks the table and the JSON."""
-    from backtesting._stats import compute_stats
-
     result = run_backtest(
         "sma_cross",
         GOOG,
@@ -192,22 +196,7 @@ def test_cagr_of_a_negative_final_equity_is_nan_as_in_backtesting_py() -> None:
     )
     assert result.equity is not None
     assert result.equity_final < 0
-    index = pd.to_datetime(result.equity.label, unit="us")
-    ohlc = pd.DataFrame({"Close": pd.read_csv(GOOG)["Close"].to_numpy()}, index=index)
-    trades = pd.DataFrame(
-        {
-            "EntryBar": [t.entry_bar for t in result.trades],
-            "ExitBar": [t.exit_bar for t in result.trades],
-            "PnL": [t.pnl for t in result.trades],
-            "ReturnPct": [t.return_pct for t in result.trades],
-            "Duration": [
-                pd.Timedelta(t.exit_time_us - t.entry_time_us, unit="us") for t in result.trades
-            ],
-        }
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peer = compute_stats(trades, result.equity.equity, ohlc, None)
+    peer = _peer_stats(result, pd.read_csv(GOOG)["Close"].to_numpy())
     assert np.isnan(peer["CAGR [%]"])
     cagr = result.stats["CAGR [%]"]
     assert isinstance(cagr, float)
