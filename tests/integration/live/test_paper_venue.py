@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.bars import candle
 from livekit import eventually, write_daily_bars, zigzag
 
 from services.execution.executor import PaperExecution
@@ -61,24 +62,8 @@ class Recorder:
 
 
 def _bar(close: float, day: int) -> Envelope:
-    when = datetime(2024, 1, day, tzinfo=UTC)
-    return Envelope.new(
-        type=EventTypes.market("replay", "ohlcv", "candle"),
-        source="urn:com.virtufin.test",
-        data={
-            "symbol": SYMBOL,
-            "interval": "1d",
-            "open": close,
-            "high": close + 1,
-            "low": close - 1,
-            "close": close,
-            "volume": 1.0,
-            "candle_close_time": when.isoformat().replace("+00:00", "Z"),
-        },
-        time=when,
-        eventtime=when,
-        clocktype="historical",
-        marketlane="act",
+    return candle(
+        "replay", SYMBOL, close, datetime(2024, 1, day, tzinfo=UTC), source="urn:com.virtufin.test"
     )
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from harness.bars import candle
 from harness.services import ServiceProcess
 from svc_cluster import API_KEY, Cluster, echo_topics, free_port, group_name
 
@@ -20,7 +21,6 @@ from virtufin.client import AsyncClient, ClientError
 from virtufin.envelope import Envelope
 from virtufin.proto import ensure_built
 from virtufin.state.sqlite import SqliteStateStore
-from virtufin.topics import EventTypes
 
 ensure_built()
 from virtufin.proto.gen import workmanager_pb2, workmanager_pb2_grpc  # noqa: E402
@@ -231,24 +231,7 @@ def _local_workers(replica: ServiceProcess) -> float:
 
 def _candle(venue: str, close: float, day: int) -> Envelope:
     when = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)
-    return Envelope.new(
-        type=EventTypes.market(venue, "ohlcv", "candle"),
-        source="urn:com.virtufin.itest",
-        data={
-            "symbol": "BTCUSDT",
-            "interval": "1d",
-            "open": close,
-            "high": close + 1,
-            "low": close - 1,
-            "close": close,
-            "volume": 1.0,
-            "candle_close_time": when.isoformat().replace("+00:00", "Z"),
-        },
-        time=when,
-        eventtime=when,
-        clocktype="historical",
-        marketlane="act",
-    )
+    return candle(venue, "BTCUSDT", close, when, source="urn:com.virtufin.itest")
 
 
 async def test_deleting_a_worker_on_another_replica_leaves_no_snapshot(cluster: Cluster) -> None:
